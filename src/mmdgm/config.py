@@ -1,0 +1,188 @@
+"""Strict, typed run configurations loaded from YAML.
+
+Every section is a dataclass; an unknown key is an error that names the key, its place
+and the nearest valid key. `key=value` overrides use dotted paths (`train.epochs=2`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmdgm.registry import nearest
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid."""
+
+
+@dataclass
+class ModalityConfig:
+    """Model-side settings of one modality (its shape comes from the dataset)."""
+
+    encoder: str = "mlp"
+    decoder: str = "mlp"
+    likelihood: str = "laplace"
+    likelihood_scale: float = 0.75
+    llik_scale: float = 1.0
+    net_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic-pairs"
+    root: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mmvae"
+    latent_dim: int = 20
+    prior: str = "laplace"
+    posterior: str = "laplace"
+    posterior_scale: str = "softmax"
+    prior_scale: str = "softmax"
+    learn_prior: bool = True
+    options: dict[str, Any] = field(default_factory=dict)
+    modalities: dict[str, ModalityConfig] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 1e-3
+    amsgrad: bool = True
+    seed: int = 1
+    deterministic: bool = False
+    threads: int | None = None
+    log_every: int = 50
+    checkpoint_every: int = 200
+    grid_size: int = 8
+    grad_clip: float | None = None
+    tensorboard: bool = False
+    eval_batches: int = 20
+
+
+@dataclass
+class Config:
+    name: str = "default"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(hint):
+            if option is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _check_type(value, option, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: must not be None")
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        _, vt = typing.get_args(hint)
+        return {str(k): _check_type(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool):
+        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+            raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {hint}")
+
+
+def build(cls: type, raw: Any, where: str = "config") -> Any:
+    """Instantiate dataclass `cls` from a mapping, strictly."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            raise ConfigError(f"unknown config key {where}.{key}{nearest(str(key), names)}; valid keys: {names}")
+        kwargs[key] = _check_type(value, hints[key], f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def set_dotted(raw: dict, dotted: str, value: Any) -> None:
+    """Set `a.b.c` in a nested mapping, creating levels as needed."""
+    keys = dotted.split(".")
+    node = raw
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: {k} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    """`key=value` strings -> (key, YAML-parsed value)."""
+    out = []
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. train.epochs=2)")
+        key, text = item.split("=", 1)
+        out.append((key.strip(), yaml.safe_load(text)))
+    return out
+
+
+def builtin_configs() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("mmdgm.configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def read_yaml(name_or_path: str) -> dict:
+    """Raw mapping of a built-in config name or a YAML file path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        text = path.read_text()
+    else:
+        names = builtin_configs()
+        if name_or_path not in names:
+            raise ConfigError(f"unknown config {name_or_path!r}{nearest(name_or_path, names)}; built-in: {names}")
+        text = resources.files("mmdgm.configs").joinpath(f"{name_or_path}.yaml").read_text()
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config {name_or_path}: invalid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {name_or_path}: top level must be a mapping")
+    raw.setdefault("name", path.stem if path.suffix else name_or_path)
+    return raw
+
+
+def load_config(name_or_path: str = "default", overrides: list[str] | None = None) -> Config:
+    """Load a config by built-in name or path, apply `key=value` overrides, validate."""
+    raw = read_yaml(name_or_path)
+    for key, value in parse_overrides(overrides or []):
+        set_dotted(raw, key, value)
+    return build(Config, raw)
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,1 @@
+"""Evaluation: digit classifiers for coherence scores, and metrics built on them."""

@@ -1,0 +1,141 @@
+"""The shared contract of every multimodal model: named modalities, uniform verbs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from mmdgm.batch import Batch, BatchError
+from mmdgm.distributions import DISTRIBUTIONS, SCALES, Distribution
+from mmdgm.modalities import Modality
+from mmdgm.nets import DECODERS, ENCODERS
+from mmdgm.registry import Registry, nearest
+
+MODELS: Registry = Registry("model")
+
+PRIOR_SCALES = {
+    "softmax": lambda theta: torch.softmax(theta, -1) * theta.shape[-1],
+    "free": torch.exp,
+}
+
+
+@dataclass
+class ModelOutput:
+    """What `forward` returns: the loss to minimise and named scalar metrics."""
+
+    loss: Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class MultimodalVAE(nn.Module):
+    """Encoders, decoders and prior of a latent-variable model over named modalities.
+
+    Args:
+        modalities: the modality specs (order fixes the order of strata and plots).
+        latent_dim: D.
+        prior / posterior: distribution names ("laplace", "normal").
+        posterior_scale: scale parameterisation of the encoders ("softmax", "softplus", "exp").
+        prior_scale: "softmax" (scales sum to D, MMVAE) or "free" (exp of a parameter).
+        learn_prior: whether the prior scale is trained (MMVAE's `learn-prior`).
+    """
+
+    def __init__(
+        self,
+        modalities: list[Modality],
+        latent_dim: int,
+        prior: str = "laplace",
+        posterior: str = "laplace",
+        posterior_scale: str = "softmax",
+        prior_scale: str = "softmax",
+        learn_prior: bool = False,
+    ) -> None:
+        super().__init__()
+        if len({m.name for m in modalities}) != len(modalities):
+            raise ValueError("modality names must be unique")
+        if prior_scale not in PRIOR_SCALES:
+            raise ValueError(f"unknown prior_scale {prior_scale!r}{nearest(prior_scale, list(PRIOR_SCALES))}")
+        self.modalities = {m.name: m for m in modalities}
+        self.latent_dim = latent_dim
+        self.prior_cls = DISTRIBUTIONS.get(prior)
+        self.posterior_cls = DISTRIBUTIONS.get(posterior)
+        self.scale_fn = SCALES.get(posterior_scale)
+        self.prior_scale_fn = PRIOR_SCALES[prior_scale]
+        self.encoders = nn.ModuleDict(
+            {m.name: ENCODERS.get(m.encoder)(m.shape, latent_dim, **m.net_options) for m in modalities}
+        )
+        self.decoders = nn.ModuleDict(
+            {m.name: DECODERS.get(m.decoder)(m.shape, latent_dim, **m.net_options) for m in modalities}
+        )
+        self.lik_cls = {m.name: DISTRIBUTIONS.get(m.likelihood) for m in modalities}
+        self.register_buffer("prior_loc", torch.zeros(latent_dim))
+        self.prior_theta = nn.Parameter(torch.zeros(latent_dim), requires_grad=learn_prior)  # scale 1
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.modalities)
+
+    def check_names(self, names: list[str] | None) -> list[str]:
+        """Validate a list of modality names (None means all)."""
+        if names is None:
+            return self.names
+        for n in names:
+            if n not in self.modalities:
+                raise BatchError(f"unknown modality {n!r}{nearest(n, self.names)}; the model has {self.names}")
+        return list(names)
+
+    def prior(self) -> Distribution:
+        """p(z), parameters of shape (D,)."""
+        return self.prior_cls(self.prior_loc, self.prior_scale_fn(self.prior_theta))
+
+    def posterior(self, name: str, x: Tensor) -> Distribution:
+        """q(z | x_m) with parameters (B, D)."""
+        loc, raw = self.encoders[name](x)
+        return self.posterior_cls(loc, self.scale_fn(raw))
+
+    def likelihood(self, name: str, z: Tensor) -> Distribution:
+        """p(x_m | z) for z of shape (..., D); parameters (..., *shape)."""
+        return self.lik_cls[name](self.decoders[name](z), self.modalities[name].likelihood_scale)
+
+    def log_likelihood_terms(self, batch: Batch, z: Tensor) -> Tensor:
+        """sum_m s_m log p(x_m | z) over observed modalities, z (..., B, D) -> (..., B)."""
+        total = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
+        for name, spec in self.modalities.items():
+            lp = self.likelihood(name, z).log_prob_sum(batch.data[name], len(spec.shape))
+            total = total + torch.where(batch.mask[name], lp * spec.llik_scale, torch.zeros_like(lp))
+        return total
+
+    def decode(self, z: Tensor, modalities: list[str] | None = None) -> dict[str, Distribution]:
+        """p(x_m | z) for each requested modality."""
+        return {n: self.likelihood(n, z) for n in self.check_names(modalities)}
+
+    @torch.no_grad()
+    def sample(self, n: int, modalities: list[str] | None = None) -> dict[str, Tensor]:
+        """Joint generation: decoder means for n draws from the prior."""
+        z = self.prior().sample((n,))
+        return {k: d.mean for k, d in self.decode(z, modalities).items()}
+
+    @torch.no_grad()
+    def cross_generate(self, batch: Batch, source: str | list[str], target: str, mean: bool = False) -> Tensor:
+        """Decoder mean of `target` from one z of the posterior given `source` (a name or subset)."""
+        sources = [source] if isinstance(source, str) else list(source)
+        q = self.encode(batch, sources)
+        z = q.mean if mean else q.sample()
+        return self.likelihood(self.check_names([target])[0], z).mean
+
+    @torch.no_grad()
+    def reconstruct(self, batch: Batch, mean: bool = False) -> dict[str, Tensor]:
+        """Each modality decoded from its own posterior."""
+        return {n: self.cross_generate(batch, n, n, mean) for n in self.names}
+
+    def encode(self, batch: Batch, modalities: list[str] | None = None):
+        """The joint posterior given the subset `modalities` (None: all observed)."""
+        raise NotImplementedError
+
+    def log_likelihood(self, batch: Batch, K: int = 1000, chunk: int = 100) -> Tensor:
+        """Importance-sampled estimate of log p(x_observed), shape (B,)."""
+        raise NotImplementedError
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        raise NotImplementedError

@@ -1,0 +1,5 @@
+"""Objectives: estimators over log-weights and the losses built from them."""
+
+from mmdgm.objectives.estimators import ESTIMATORS, cubo, dreg, elbo, iwae, log_mean_exp
+
+__all__ = ["ESTIMATORS", "cubo", "dreg", "elbo", "iwae", "log_mean_exp"]

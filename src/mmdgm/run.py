@@ -1,0 +1,72 @@
+"""Assemble a run from a config: datasets, model, trainer."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import yaml
+
+from mmdgm.config import Config, build, load_config
+from mmdgm.data import DATASETS, MultimodalDataset
+from mmdgm.data.paths import data_root
+from mmdgm.models.base import MultimodalVAE
+from mmdgm.models.factory import build_model
+from mmdgm.runtime import configure
+from mmdgm.train.checkpoint import load_checkpoint
+from mmdgm.train.trainer import FINAL, Trainer
+
+log = logging.getLogger("mmdgm")
+
+
+def load_dataset(config: Config, split: str) -> MultimodalDataset:
+    root = Path(config.data.root) if config.data.root else data_root()
+    return DATASETS.get(config.data.name)(split, root, **config.data.options)
+
+
+def make_trainer(config: Config, run_dir: Path) -> Trainer:
+    configure(config.train)
+    train_set, test_set = load_dataset(config, "train"), load_dataset(config, "test")
+    log.info("dataset %s: %d train / %d test rows", config.data.name, len(train_set), len(test_set))
+    model = build_model(config.model, train_set.shapes)
+    return Trainer(model, train_set, test_set, config, run_dir)
+
+
+def default_run_dir(config: Config) -> Path:
+    return Path("runs") / f"{config.name}-seed{config.train.seed}"
+
+
+def train(config: Config, run_dir: Path | None = None) -> Path:
+    """Train a fresh run; returns its directory."""
+    trainer = make_trainer(config, run_dir or default_run_dir(config))
+    trainer.start()
+    return trainer.fit()
+
+
+def read_run_config(run_dir: Path) -> Config:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
+    return build(Config, yaml.safe_load(path.read_text()))
+
+
+def resume(run_dir: Path) -> Path:
+    """Continue an interrupted run from its checkpoint."""
+    trainer = make_trainer(read_run_config(run_dir), run_dir)
+    trainer.resume()
+    return trainer.fit()
+
+
+def load_run(run_dir: Path) -> tuple[Config, MultimodalVAE, MultimodalDataset]:
+    """The trained model of a run (final weights, else the latest checkpoint) and its test set."""
+    config = read_run_config(run_dir)
+    test_set = load_dataset(config, "test")
+    model = build_model(config.model, test_set.shapes)
+    final = Path(run_dir) / FINAL
+    state = load_checkpoint(final) if final.exists() else load_checkpoint(Path(run_dir) / "checkpoint.pt")["model"]
+    model.load_state_dict(state)
+    model.eval()
+    return config, model, test_set
+
+
+__all__ = ["load_config", "load_run", "resume", "train"]

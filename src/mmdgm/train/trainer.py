@@ -1,0 +1,216 @@
+"""The trainer: Adam, seeded data order, progress, metrics, grids and exact resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from mmdgm.config import Config, TrainConfig, to_dict
+from mmdgm.data import MultimodalDataset
+from mmdgm.models.base import MultimodalVAE
+from mmdgm.train.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from mmdgm.train.grids import write_model_grids
+
+log = logging.getLogger("mmdgm.train")
+
+CHECKPOINT = "checkpoint.pt"
+FINAL = "model.pt"
+METRICS = "metrics.jsonl"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became NaN or infinite."""
+
+
+class RunDirError(RuntimeError):
+    """The run directory cannot be used as asked (it would overwrite another run)."""
+
+
+@dataclass
+class Position:
+    """Where training stands: the next batch is batch `step` of epoch `epoch`."""
+
+    epoch: int = 0
+    step: int = 0
+    global_step: int = 0
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The data permutation of an epoch, a pure function of (seed, epoch)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+class Trainer:
+    """Trains `model` on `train_set`, writing everything into `run_dir`.
+
+    The run directory holds config.yaml, metrics.jsonl (one JSON object per line),
+    checkpoint.pt (model, optimiser, RNG state and data position; replaced atomically),
+    model.pt (final weights) and grids/*.png. A fresh run refuses a directory that
+    already holds a run; `resume()` continues one exactly where its checkpoint left it.
+    """
+
+    def __init__(
+        self,
+        model: MultimodalVAE,
+        train_set: MultimodalDataset,
+        test_set: MultimodalDataset,
+        config: Config,
+        run_dir: Path,
+    ) -> None:
+        self.model = model
+        self.train_set = train_set
+        self.test_set = test_set
+        self.config = config
+        self.cfg: TrainConfig = config.train
+        self.run_dir = Path(run_dir)
+        self.optimizer = torch.optim.Adam(
+            [p for p in model.parameters() if p.requires_grad], lr=self.cfg.lr, amsgrad=self.cfg.amsgrad
+        )
+        self.position = Position()
+        self.writer = None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(len(self.train_set) / self.cfg.batch_size)
+
+    def start(self) -> None:
+        """Prepare a fresh run directory (refusing to reuse one that holds a run)."""
+        if (self.run_dir / CHECKPOINT).exists() or (self.run_dir / METRICS).exists():
+            raise RunDirError(
+                f"{self.run_dir} already holds a run; continue it with `mmdgm train --resume "
+                f"{self.run_dir}` or choose another run directory"
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(to_dict(self.config), sort_keys=False))
+        torch.manual_seed(self.cfg.seed)
+
+    def resume(self) -> None:
+        """Restore model, optimiser, RNG and data position from the run's checkpoint."""
+        state = load_checkpoint(self.run_dir / CHECKPOINT)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        self.position = Position(state["epoch"], state["step"], state["global_step"])
+        self._truncate_metrics(self.position.global_step)
+        log.info("resumed %s at epoch %d step %d", self.run_dir, self.position.epoch, self.position.step)
+
+    def _truncate_metrics(self, global_step: int) -> None:
+        """Drop metric lines written after the checkpoint (they will be written again)."""
+        path = self.run_dir / METRICS
+        if path.exists():
+            lines = [l for l in path.read_text().splitlines() if l and json.loads(l)["step"] <= global_step]
+            atomic_write_text(path, "".join(l + "\n" for l in lines))
+
+    def checkpoint(self) -> None:
+        p = self.position
+        save_checkpoint(
+            self.run_dir / CHECKPOINT,
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "rng": torch.get_rng_state(),
+                "epoch": p.epoch,
+                "step": p.step,
+                "global_step": p.global_step,
+            },
+        )
+
+    def log_metrics(self, split: str, metrics: dict[str, float]) -> None:
+        record = {"step": self.position.global_step, "epoch": self.position.epoch, "split": split, **metrics}
+        with open(self.run_dir / METRICS, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for k, v in metrics.items():
+                self.writer.add_scalar(f"{split}/{k}", v, self.position.global_step)
+
+    def train_step(self, rows: torch.Tensor) -> dict[str, float]:
+        self.model.train()
+        out = self.model(self.train_set.batch(rows))
+        if not torch.isfinite(out.loss):
+            raise TrainingDiverged(
+                f"loss is {float(out.loss)} at step {self.position.global_step} (epoch {self.position.epoch}); "
+                f"training stopped, the last good checkpoint in {self.run_dir} is kept"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        clip = self.cfg.grad_clip if self.cfg.grad_clip is not None else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if not torch.isfinite(norm):
+            raise TrainingDiverged(
+                f"gradient norm is {float(norm)} at step {self.position.global_step}; training stopped, "
+                f"the last good checkpoint in {self.run_dir} is kept"
+            )
+        self.optimizer.step()
+        return {**out.metrics, "grad_norm": float(norm)}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean metrics over the first `eval_batches` test batches (forked RNG)."""
+        self.model.eval()
+        bs = self.cfg.batch_size
+        totals: dict[str, float] = {}
+        n = min(self.cfg.eval_batches, math.ceil(len(self.test_set) / bs))
+        with torch.random.fork_rng():
+            torch.manual_seed(self.cfg.seed)
+            for i in range(n):
+                out = self.model(self.test_set.batch(torch.arange(i * bs, min((i + 1) * bs, len(self.test_set)))))
+                for k, v in out.metrics.items():
+                    totals[k] = totals.get(k, 0.0) + v / n
+        return totals
+
+    def grid_batch(self):
+        """`grid_size` test rows spread over the test set (pairings are grouped by class)."""
+        n = min(self.cfg.grid_size, len(self.test_set))
+        return self.test_set.batch(torch.linspace(0, len(self.test_set) - 1, n).long())
+
+    def fit(self, stop_at_step: int | None = None) -> Path:
+        """Train until the configured number of epochs (or `stop_at_step`, which saves a
+        checkpoint and returns as an interruption would). Returns the run directory."""
+        if self.cfg.tensorboard:
+            from mmdgm.train.tensorboard import open_writer
+
+            self.writer = open_writer(self.run_dir)
+        p, n_batches, bs = self.position, self.batches_per_epoch, self.cfg.batch_size
+        while p.epoch < self.cfg.epochs:
+            order = epoch_order(len(self.train_set), self.cfg.seed, p.epoch)
+            bar = tqdm(total=n_batches, initial=p.step, desc=f"epoch {p.epoch + 1}/{self.cfg.epochs}", dynamic_ncols=True)
+            window: dict[str, float] = {}
+            start = time.time()
+            while p.step < n_batches:
+                metrics = self.train_step(order[p.step * bs : (p.step + 1) * bs])
+                p.step += 1
+                p.global_step += 1
+                for k, v in metrics.items():
+                    window[k] = window.get(k, 0.0) + v
+                bar.update(1)
+                bar.set_postfix(loss=f"{metrics['loss']:.1f}")
+                if p.global_step % self.cfg.log_every == 0:
+                    count = self.cfg.log_every
+                    self.log_metrics("train", {k: v / count for k, v in window.items()})
+                    window = {}
+                if p.global_step % self.cfg.checkpoint_every == 0 or p.global_step == stop_at_step:
+                    self.checkpoint()
+                if p.global_step == stop_at_step:
+                    bar.close()
+                    return self.run_dir
+            bar.close()
+            test = self.evaluate()
+            self.log_metrics("test", {**test, "epoch_seconds": time.time() - start})
+            log.info("epoch %d: %s", p.epoch + 1, json.dumps({k: round(v, 3) for k, v in test.items()}))
+            write_model_grids(self.model, self.grid_batch(), self.run_dir / "grids", f"epoch{p.epoch + 1:03d}")
+            p.epoch += 1
+            p.step = 0
+            self.checkpoint()
+        save_checkpoint(self.run_dir / FINAL, self.model.state_dict())
+        if self.writer is not None:
+            self.writer.close()
+        return self.run_dir
