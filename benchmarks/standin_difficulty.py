@@ -38,7 +38,9 @@ def main() -> None:
             test_x, test_y = load_or_generate(name, "test", Path(tmp), args.n_test, args.seed)
             generate_seconds = time.time() - start
         start = time.time()
-        _, acc = train_classifier(train_x, train_y, test_x, test_y, epochs=args.epochs, seed=args.seed)
+        _, acc = train_classifier(
+            train_x, train_y, test_x, test_y, epochs=args.epochs, seed=args.seed
+        )
         print(
             json.dumps(
                 {

@@ -35,7 +35,9 @@ def test_interrupted_download_leaves_nothing(tmp_path):
             raise ConnectionResetError("connection reset")
 
     with pytest.raises(ConnectionResetError):
-        fetch.download("https://example.invalid/x", tmp_path / "x", "0" * 32, opener=lambda url: Broken())
+        fetch.download(
+            "https://example.invalid/x", tmp_path / "x", "0" * 32, opener=lambda url: Broken()
+        )
     assert list(tmp_path.iterdir()) == []
 
 

@@ -50,8 +50,13 @@ def _write_mnist(root, split, n, gz):
     prefix = "train" if split == "train" else "t10k"
     rng = np.random.default_rng(0)
     suffix = ".gz" if gz else ""
-    write_idx(root / "mnist" / f"{prefix}-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-    write_idx(root / "mnist" / f"{prefix}-labels-idx1-ubyte{suffix}", np.arange(n, dtype=np.uint8) % 10)
+    write_idx(
+        root / "mnist" / f"{prefix}-images-idx3-ubyte{suffix}",
+        rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+    )
+    write_idx(
+        root / "mnist" / f"{prefix}-labels-idx1-ubyte{suffix}", np.arange(n, dtype=np.uint8) % 10
+    )
 
 
 @pytest.mark.parametrize("gz", [False, True])

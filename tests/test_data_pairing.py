@@ -32,7 +32,9 @@ def test_pairs_match_and_counts():
         n_c = min(int((a == c).sum()), int((b == c).sum()), 15)
         assert int((labels == c).sum()) == 3 * n_c
         rows = torch.nonzero(a == c).flatten()[:n_c]
-        assert torch.equal(torch.bincount(ia[labels == c], minlength=300)[rows], torch.full((n_c,), 3))
+        assert torch.equal(
+            torch.bincount(ia[labels == c], minlength=300)[rows], torch.full((n_c,), 3)
+        )
 
 
 def test_seeded():

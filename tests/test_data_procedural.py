@@ -39,9 +39,9 @@ def test_values_and_balance(name, samples):
 
 
 def _nearest_mean_accuracy(images, labels):
-    x = images.float().flatten(1) / 255
-    if x.shape[1] > 784:
-        x = x.view(len(x), 3, -1).mean(1)
+    """Nearest class mean of polarity-free grey features (distance from the median)."""
+    x = images.float().mean(1).flatten(1) / 255
+    x = (x - x.median(1, keepdim=True).values).abs()
     x = (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + 1e-6)
     train, test = slice(0, 1500), slice(1500, None)
     means = torch.stack([x[train][labels[train] == c].mean(0) for c in range(10)])
@@ -52,7 +52,7 @@ def test_images_carry_the_label(samples):
     hand = _nearest_mean_accuracy(*samples[HAND])
     street = _nearest_mean_accuracy(*samples[STREET])
     assert hand > 0.5
-    assert 0.15 < street < 0.8
+    assert 0.25 < street < 0.8
 
 
 def test_builder_cache_reuse_and_repair(tmp_path):

@@ -36,7 +36,7 @@ def test_builder(tmp_path):
 def test_corrupt_file(tmp_path):
     path = tmp_path / "svhn" / "train_32x32.mat"
     _write(path)
-    path.write_bytes(path.read_bytes()[: 2000])
+    path.write_bytes(path.read_bytes()[:2000])
     with pytest.raises(DataFileError):
         read_svhn_mat(path)
     path.write_bytes(b"not a mat file at all" * 20)

@@ -92,5 +92,7 @@ def train_classifier(
                 loss.backward()
                 optimiser.step()
                 bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", s=f"{time.time() - start_time:.0f}")
+            bar.set_postfix(
+                epoch=epoch + 1, loss=f"{loss.item():.3f}", s=f"{time.time() - start_time:.0f}"
+            )
     return model, accuracy(model, test_images, test_labels.long())

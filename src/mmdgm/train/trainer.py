@@ -137,7 +137,7 @@ class Trainer:
         out = self.model(self.train_set.batch(rows))
         if not torch.isfinite(out.loss):
             raise TrainingDiverged(
-                f"loss is {float(out.loss)} at step {self.position.global_step} (epoch {self.position.epoch}); "
+                f"loss is {out.loss.item()} at step {self.position.global_step} (epoch {self.position.epoch}); "
                 f"training stopped, the last good checkpoint in {self.run_dir} is kept"
             )
         self.optimizer.zero_grad(set_to_none=True)
