@@ -178,7 +178,8 @@ def test_iwae_is_ordered_and_between_elbo_and_log_marginal():
     log p(x) - E[iwae_K] = E[u - 1 - log u], estimated with ~1-2% relative SE, and it must be
     > 5 SE for K = 1, 5, 50 and match the large-K expansion
     chi^2/(2K) + (3 chi^4/4 - mu_3/3)/K^2, chi^2 = E[(w/p - 1)^2], mu_3 = E[(w/p - 1)^3] from
-    the exact moments, within 5 SE at K = 50 (the next term, O(1/K^3), is < 1e-3 of it)."""
+    the exact moments, within 5 SE at K = 50 (the neglected O(1/K^3) term is far below the
+    ~2% relative SE: at K = 5 the same two-term expansion is already within ~5%)."""
     model, enc, x = default_problem()
     lp = model.log_marginal(x)
     el = exact_elbo(model, enc, x)
@@ -476,6 +477,50 @@ def test_dreg_encoder_gradient_has_lower_variance():
 
     (vi, si), (vd, sd) = var_se(g_iwae), var_se(g_dreg)
     assert (vd + Z * sd < vi - Z * si).all(), (vd / vi)
+
+
+def _mixture_dreg_vs_iwae(K: int, R: int, seed: int):
+    """Paired per-replicate encoder gradients (both experts) of MMVAE's stratified MoE bound
+    (S = 2 strata, z_s ~ q_s, weights against the uniform mixture): true reparameterised
+    gradient of iwae(lw) (mixture density not detached) vs the dreg surrogate (detached)."""
+    model, enc, x = default_problem()
+    encs = _three_encoders(enc)[:2]
+    x0 = x[:1].expand(R, -1)
+    out = []
+    for detach in (False, True):
+        er = [replicate(e, R) for e in encs]
+        torch.manual_seed(seed)
+        qs = [e(x0) for e in er]
+        zs = torch.stack([q.rsample((K,)) for q in qs])  # (S, K, R, D)
+        lq = torch.stack([(q.detach() if detach else q).log_prob(zs).sum(-1) for q in qs])
+        lw = model.log_joint(x0, zs) - (torch.logsumexp(lq, 0) - math.log(len(encs)))
+        (dreg(lw, zs) if detach else iwae(lw)).sum().backward()
+        out.append(torch.cat([t.grad.reshape(R, -1) for e in er for t in leaves(e).values()], 1))
+    return out
+
+
+def test_dreg_stratified_mixture_k1_is_unbiased():
+    """K = 1: for MMVAE's stratified mixture bound, dropping the score term of log q_mix is
+    unbiased (sum_s (1/S) E_{q_s}[d log q_mix] = int d q_mix = 0), so the mean paired
+    difference of dreg and IWAE encoder gradients is within 5 SE of 0 (20,000 draws)."""
+    g_iwae, g_dreg = _mixture_dreg_vs_iwae(K=1, R=20_000, seed=40)
+    m, se = mean_se(g_dreg - g_iwae)
+    assert (m.abs() < Z * se).all(), m / se
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Known limitation (MMVAE App. C): with K > 1, Tucker et al.'s identity needs the score "
+    "of the *sampling* density q_s, but the stratified MoE weights use q_mix, so the w~^2 path "
+    "gradient is biased for the stratified bound's encoder gradient (measured up to ~30 SE).",
+)
+def test_dreg_stratified_mixture_k10_is_unbiased():
+    """K = 10, stratified mixture bound: would require the mean paired difference of dreg and
+    IWAE encoder gradients to be within 5 SE of 0. It is not (see the xfail reason); strict, so
+    the suite notices if the behaviour changes."""
+    g_iwae, g_dreg = _mixture_dreg_vs_iwae(K=10, R=20_000, seed=41)
+    m, se = mean_se(g_dreg - g_iwae)
+    assert (m.abs() < Z * se).all(), m / se
 
 
 def test_dreg_rejects_bad_inputs():

@@ -57,3 +57,22 @@ def test_scale_parameterisations():
     torch.testing.assert_close(s.sum(-1), torch.full((6,), 20.0), rtol=0, atol=1e-4)
     assert (SCALES.get("softplus")(torch.full((3,), -50.0)) > 0).all()
     torch.testing.assert_close(SCALES.get("exp")(torch.zeros(2)), torch.ones(2))
+
+
+def test_save_grid_layout(tmp_path):
+    """Rows of different sizes/channels share one canvas; pixels land where expected."""
+    from PIL import Image
+
+    from mmdgm.train.grids import save_grid
+
+    grey = torch.zeros(3, 1, 28, 28)
+    grey[1] = 1.0
+    colour = torch.zeros(2, 3, 32, 32)
+    colour[0, 0] = 1.0
+    save_grid([grey, colour], tmp_path / "g.png", pad=2, zoom=1)
+    img = torch.tensor(__import__("numpy").array(Image.open(tmp_path / "g.png"))).float() / 255
+    cell = 34
+    assert img.shape == (2 * cell + 2, 3 * cell + 2, 3)
+    torch.testing.assert_close(img[2 + 16, 2 + cell + 16], torch.ones(3))  # white digit, row 0 col 1
+    torch.testing.assert_close(img[2 + 16, 2 + 16], torch.zeros(3))  # black digit, row 0 col 0
+    torch.testing.assert_close(img[2 + cell + 16, 2 + 16], torch.tensor([1.0, 0, 0]))  # red, row 1 col 0

@@ -23,8 +23,9 @@ def to_rgb(images: Tensor, size: int) -> Tensor:
     return out
 
 
-def save_grid(rows: list[Tensor], path: Path, pad: int = 2) -> None:
-    """Save a grid with one row per (N, C, H, W) tensor; columns align across rows."""
+def save_grid(rows: list[Tensor], path: Path, pad: int = 2, zoom: int = 2) -> None:
+    """Save a grid with one row per (N, C, H, W) tensor; columns align across rows.
+    `zoom` enlarges the picture (nearest neighbour) so that 28-pixel digits are legible."""
     size = max(max(r.shape[-2:]) for r in rows)
     cols = max(r.shape[0] for r in rows)
     cell = size + pad
@@ -35,6 +36,7 @@ def save_grid(rows: list[Tensor], path: Path, pad: int = 2) -> None:
             y, x = pad + i * cell, pad + j * cell
             canvas[y : y + size, x : x + size] = img
     image = Image.fromarray((canvas * 255).round().astype(np.uint8))
+    image = image.resize((image.width * zoom, image.height * zoom), Image.NEAREST)
     atomic_write_bytes(Path(path), lambda f: image.save(f, format="PNG"))
 
 
