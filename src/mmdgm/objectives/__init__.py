@@ -1,5 +1,13 @@
 """Objectives: estimators over log-weights and the losses built from them."""
 
-from mmdgm.objectives.estimators import ESTIMATORS, cubo, dreg, elbo, iwae, log_mean_exp
+from mmdgm.objectives.estimators import (
+    ESTIMATORS,
+    cubo,
+    dreg,
+    dreg_mixture,
+    elbo,
+    iwae,
+    log_mean_exp,
+)
 
-__all__ = ["ESTIMATORS", "cubo", "dreg", "elbo", "iwae", "log_mean_exp"]
+__all__ = ["ESTIMATORS", "cubo", "dreg", "dreg_mixture", "elbo", "iwae", "log_mean_exp"]

@@ -62,7 +62,9 @@ def dreg(lw: Tensor, z: Tensor, strata_mask: Tensor | None = None) -> Tensor:
     sum_k w~_k lw_k, and a hook on z multiplies the gradient reaching z by w~_k. Hence
     the decoder and prior get sum_k w~_k d lw_k (the IWAE gradient) and the encoder
     gets sum_k w~_k^2 (d lw_k / d z_k)(d z_k / d phi) (the DReG gradient). The value
-    returned is not the bound; report `iwae(lw.detach())` for that.
+    returned is not the bound; report `iwae(lw.detach())` for that. Each call adds a hook:
+    call it once per graph. For a mixture proposal shared across strata (MMVAE) this rule is
+    biased when K > 1; use `dreg_mixture` there.
     """
     if not z.requires_grad:
         raise ValueError("dreg needs reparameterised samples z that require grad")
@@ -75,4 +77,58 @@ def dreg(lw: Tensor, z: Tensor, strata_mask: Tensor | None = None) -> Tensor:
     return stratum_mean((w * lw).sum(1), strata_mask)
 
 
-ESTIMATORS = {"elbo": elbo, "iwae": iwae, "dreg": dreg, "cubo": cubo}
+def dreg_mixture(
+    lw: Tensor, z: Tensor, log_q_components: Tensor, strata_mask: Tensor | None = None
+) -> Tensor:
+    """DReG for MMVAE's stratified mixture bound (eq. 3), unbiased for every K.
+
+    Stratum s draws z_sk ~ q_s but weighs against the mixture q_mix = (1/S) sum_m q_m.
+    The score term -sum_k w~_sk d/dphi log q_mix(z_sk) is then not the one Tucker et al.'s
+    identity removes (that needs the score of the sampling density q_s), so `dreg` alone is
+    biased for K > 1. Writing d log q_mix = sum_j r_j d log q_j with responsibilities
+    r_j = q_j / (S q_mix) and using q_m r_j = q_j r_m, the score term of stratum m, slot k,
+    becomes an expectation under q_j, reparameterised with the sample z_jk (independent of
+    stratum m's other samples). The encoder gradient of stratum j is then
+        sum_k [ (w~_jk - c_jk) dlw/dz - sum_m F_mk(z_jk) dr_m/dz ] dz_jk/dphi_j,
+        F_mk(z) = e^lw(z) / (e^lw(z) + sum_{k' != k} e^lw(z_mk')),  c_jk = sum_m F(1 - F) r_m,
+    evaluated at z = z_jk. With S = 1 it is Tucker et al.'s w~^2 rule; with K = 1 it is the
+    path-only ("sticking the landing") gradient, which is unbiased there.
+
+    Args:
+        lw: (S, K, B) log-weights computed from `z` with detached encoder parameters.
+        z: (S, K, B, D) the tensor `lw` was computed from; a hook rescales its gradient.
+        log_q_components: (S, S, K, B), entry [m, j, k, b] = log q_m(z_jkb) with detached
+            encoder parameters, computed from the same samples through a *different* tensor
+            than `z` (e.g. the tensor `z` is a view of), so that its gradient is not rescaled.
+        strata_mask: (S, B) observed strata; responsibilities run over observed ones only.
+    Returns (B,) whose value is sum_k w~ lw (as `dreg`) and whose gradient is the above.
+    """
+    S, K, B = lw.shape
+    if log_q_components.shape != (S, S, K, B):
+        raise ValueError(f"log_q_components must have shape {(S, S, K, B)}, got {tuple(log_q_components.shape)}")
+    if not z.requires_grad:
+        raise ValueError("dreg_mixture needs reparameterised samples z that require grad")
+    mask = torch.ones(S, B, dtype=torch.bool, device=lw.device) if strata_mask is None else strata_mask
+    observed = mask[:, None, None, :]
+    log_r = torch.where(observed, log_q_components, torch.full_like(log_q_components, -math.inf))
+    log_r = log_r - torch.logsumexp(log_r, 0, keepdim=True)
+    with torch.no_grad():
+        lwd = lw.detach()
+        lse = torch.logsumexp(lwd, 1)
+        w = torch.exp(lwd - lse[:, None])
+        others = torch.eye(K, dtype=torch.bool, device=lw.device)[None, :, :, None]
+        slots = lwd[:, None, :, :].expand(S, K, K, B)
+        log_rest = torch.logsumexp(slots.masked_fill(others, -math.inf), 2)  # [m, k]
+        log_denominator = torch.logaddexp(log_rest[:, None], lwd[None])  # [m, j, k]
+        F = torch.exp(lwd[None] - log_denominator)
+        r = torch.exp(log_r.detach())
+        c_over_w = (r * (1 - F) * torch.exp(lse[None, :, None] - log_denominator)).sum(0)
+        scale = 1 - c_over_w
+    extra = (None,) * (z.dim() - lw.dim())
+    z.register_hook(lambda grad: grad * scale[(...,) + extra])
+    score = (F * torch.exp(log_r)).sum(0)
+    per_sample = w * lw - (score - score.detach())
+    return stratum_mean(per_sample.sum(1), strata_mask)
+
+
+ESTIMATORS = {"elbo": elbo, "iwae": iwae, "dreg": dreg, "dreg_mixture": dreg_mixture, "cubo": cubo}
