@@ -76,3 +76,15 @@ def test_save_grid_layout(tmp_path):
     torch.testing.assert_close(img[2 + 16, 2 + cell + 16], torch.ones(3))  # white digit, row 0 col 1
     torch.testing.assert_close(img[2 + 16, 2 + 16], torch.zeros(3))  # black digit, row 0 col 0
     torch.testing.assert_close(img[2 + cell + 16, 2 + 16], torch.tensor([1.0, 0, 0]))  # red, row 1 col 0
+
+
+def test_fused_laplace_log_prob_sum_gradients():
+    """The custom backward of Laplace.log_prob_sum (fixed scale) matches autograd's, for
+    gradients to loc (broadcast over leading K) and to x (summed over the broadcast)."""
+    torch.manual_seed(0)
+    loc = torch.randn(4, 3, 5, 2, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, 5, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: Laplace(a, 0.75).log_prob_sum(b, 2), (loc, x))
+    got = Laplace(loc, 0.75).log_prob_sum(x, 2)
+    want = torch.distributions.Laplace(loc, 0.75).log_prob(x).sum((-2, -1))
+    torch.testing.assert_close(got, want)

@@ -15,6 +15,32 @@ from torch import Tensor
 from mmdgm.registry import Registry
 
 
+class AbsDiffSum(torch.autograd.Function):
+    """sum over the last `dims` dimensions of |x - loc| (loc broadcast against x).
+
+    The backward pass computes sign(x - loc) once and scales it in place: two passes over
+    the (K, B, *shape) tensor instead of the four that autograd's sub/abs/sum chain takes.
+    """
+
+    @staticmethod
+    def forward(ctx, loc: Tensor, x: Tensor, dims: int) -> Tensor:
+        diff = x - loc
+        ctx.save_for_backward(diff)
+        ctx.dims = dims
+        ctx.x_shape = x.shape
+        return diff.abs().flatten(-dims).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (diff,) = ctx.saved_tensors
+        g = grad.reshape(grad.shape + (1,) * ctx.dims)
+        grad_loc = torch.sign(diff).mul_(-g) if ctx.needs_input_grad[0] or ctx.needs_input_grad[1] else None
+        grad_x = None
+        if ctx.needs_input_grad[1]:
+            grad_x = -grad_loc.sum_to_size(ctx.x_shape)
+        return (grad_loc if ctx.needs_input_grad[0] else None), grad_x, None
+
+
 class Distribution:
     """Factorised distribution with location `loc` and scale `scale`."""
 
@@ -103,7 +129,7 @@ class Laplace(Distribution):
             return super().log_prob_sum(x, event_dims)
         s = float(self.scale)
         n = math.prod(self.loc.shape[-event_dims:])
-        return (x - self.loc).abs_().flatten(-event_dims).sum(-1).mul(-1.0 / s) - n * math.log(2 * s)
+        return AbsDiffSum.apply(self.loc, x, event_dims).mul(-1.0 / s) - n * math.log(2 * s)
 
     def kl(self, other: "Laplace") -> Tensor:
         """Analytic KL(self || other), elementwise."""
