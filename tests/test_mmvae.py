@@ -179,6 +179,7 @@ def test_dreg_routes_iwae_gradient_to_decoders_and_a_different_one_to_encoders()
         results[objective] = grads(model)
     for k in results["dreg"]:
         a, b = results["dreg"][k], results["iwae"][k]
+        assert torch.isfinite(a).all(), k
         gap = float((a - b).abs().max() / b.abs().max())  # float32 summation order: ~1e-4
         if k.startswith("encoders."):
             assert gap > 0.05, k

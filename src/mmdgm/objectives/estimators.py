@@ -121,9 +121,12 @@ def dreg_mixture(
         log_rest = torch.logsumexp(slots.masked_fill(others, -math.inf), 2)  # [m, k]
         log_denominator = torch.logaddexp(log_rest[:, None], lwd[None])  # [m, j, k]
         F = torch.exp(lwd[None] - log_denominator)
-        r = torch.exp(log_r.detach())
-        c_over_w = (r * (1 - F) * torch.exp(lse[None, :, None] - log_denominator)).sum(0)
-        scale = 1 - c_over_w
+        # c / w~ in log space: log r + log(1 - F) + log(F / w~); bounded so that the scale
+        # stays finite where w~ underflows (the gradient reaching z is ~0 there anyway)
+        log_c_over_w = torch.logsumexp(
+            log_r.detach() + (log_rest[:, None] - log_denominator) + (lse[None, :, None] - log_denominator), 0
+        )
+        scale = 1 - torch.exp(log_c_over_w.clamp(max=80.0))
     extra = (None,) * (z.dim() - lw.dim())
     z.register_hook(lambda grad: grad * scale[(...,) + extra])
     score = (F * torch.exp(log_r)).sum(0)
