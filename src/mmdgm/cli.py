@@ -1,4 +1,4 @@
-"""The `mmdgm` command line: train, data, sample."""
+"""The `mmdgm` command line: train, data, sample, evaluate, report, classifiers."""
 
 from __future__ import annotations
 
@@ -61,6 +61,47 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def metric_options(items: list[str]) -> dict[str, dict]:
+    """`metric.key=value` strings -> {metric: {key: value}}."""
+    from mmdgm.config import parse_overrides
+
+    out: dict[str, dict] = {}
+    for key, value in parse_overrides(items):
+        if "." not in key:
+            raise ValueError(f"metric option {key!r} must look like metric.key=value (e.g. joint_coherence.n=1000)")
+        metric, name = key.split(".", 1)
+        out.setdefault(metric, {})[name] = value
+    return out
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from mmdgm.evaluate.runner import evaluate_run
+
+    metrics = args.metrics.split(",") if args.metrics else None
+    results = evaluate_run(
+        Path(args.run_dir), metrics, metric_options(args.option), args.floor,
+        Path(args.root) if args.root else None, args.seed, args.batch_size,
+    )
+    print(json.dumps({k: v for k, v in results.items() if not metrics or k in metrics}, indent=2)[:4000])
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mmdgm.evaluate.report import write_report
+
+    for path in write_report([Path(r) for r in args.run_dirs], Path(args.out)):
+        print(path)
+    return 0
+
+
+def cmd_classifiers_train(args: argparse.Namespace) -> int:
+    from mmdgm.evaluate.classifier_store import cmd_classifiers_train as run
+
+    return run(args) or 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmdgm", description="Multimodal deep generative models.")
     p.add_argument("-v", "--verbose", action="store_true", help="log more detail")
@@ -103,6 +144,50 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=8, help="samples per row (default 8)")
     s.add_argument("--out", help="output directory (default RUN_DIR/samples)")
     s.set_defaults(func=cmd_sample)
+
+    from mmdgm.evaluate.runner import DEFAULT_METRICS
+
+    e = sub.add_parser(
+        "evaluate",
+        help="compute evaluation metrics for a trained run",
+        description="Compute metrics for a trained run and merge them into RUN_DIR/eval.json; figures go to "
+        "RUN_DIR/eval/. Coherence metrics need digit classifiers: `mmdgm classifiers train --dataset NAME`. "
+        "Protocols: docs/evaluation.md.",
+        epilog=f"metrics (default: all): {', '.join(DEFAULT_METRICS)}",
+    )
+    e.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `mmdgm train`")
+    e.add_argument("--metrics", help="comma-separated metric names (default: all)")
+    e.add_argument("--option", action="append", default=[], metavar="metric.key=value",
+                   help="metric option, e.g. joint_coherence.n=1000 or joint_log_likelihood.K=100 (repeatable)")
+    e.add_argument("--floor", type=float, default=0.8, help="refuse classifiers whose test accuracy is below this (default 0.8)")
+    e.add_argument("--root", help="data directory (default: the run's, else $MMDGM_DATA_DIR)")
+    e.add_argument("--seed", type=int, default=0, help="seed of every random draw of the evaluation (default 0)")
+    e.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default 256)")
+    e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser(
+        "report",
+        help="aggregate evaluated runs into paper-style tables",
+        description="Aggregate the eval.json of several runs (e.g. seeds) into tables of mean +- std per config, "
+        "written as report.md and a static report.html showing the tables and figures.",
+    )
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="evaluated run directories")
+    r.add_argument("--out", default="report", help="output directory (default: report)")
+    r.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("classifiers", help="digit classifiers used to score coherence")
+    csub = c.add_subparsers(dest="classifiers_command", required=True)
+    ct = csub.add_parser(
+        "train",
+        help="train one classifier per modality of a dataset",
+        description="Train and cache one classifier per modality of a paired dataset (LeNet-style CNN for 28x28, "
+        "small CNN for 32x32 colour, MLP for vectors) and record its test accuracy.",
+    )
+    ct.add_argument("--dataset", required=True, help="registered dataset name, e.g. synthetic-pairs")
+    ct.add_argument("--root", help="data directory (default: $MMDGM_DATA_DIR or ~/.cache/mmdgm/data)")
+    ct.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
+    ct.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    ct.set_defaults(func=cmd_classifiers_train)
     return p
 
 

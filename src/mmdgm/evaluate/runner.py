@@ -1,0 +1,90 @@
+"""`mmdgm evaluate`: compute metrics for a trained run and write eval.json + figures."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from mmdgm.data.paths import data_root
+from mmdgm.evaluate.context import EvalContext
+from mmdgm.evaluate.registry import METRICS
+from mmdgm.train.checkpoint import atomic_write_text
+
+log = logging.getLogger("mmdgm.evaluate")
+
+EVAL_FILE = "eval.json"
+DEFAULT_METRICS = (
+    "latent_accuracy",
+    "joint_coherence",
+    "cross_coherence",
+    "synergy_coherence",
+    "joint_log_likelihood",
+    "conditional_log_likelihoods",
+    "generation_diversity",
+    "latent_traversals",
+    "latent_kl",
+)
+NEEDS_CLASSIFIERS = {"joint_coherence", "cross_coherence", "synergy_coherence", "generation_diversity"}
+NEEDS_TRAIN_SET = {"latent_accuracy"}
+
+
+def read_eval(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / EVAL_FILE
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is corrupt ({e}); move it away to re-evaluate from scratch") from e
+
+
+def evaluate_run(
+    run_dir: Path,
+    metrics: list[str] | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
+    classifier_floor: float = 0.8,
+    root: Path | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Compute `metrics` (default: all) for the run in `run_dir`; merge them into its
+    eval.json (other metrics already there are kept) and return the merged results."""
+    from mmdgm.evaluate.classifier_store import load_classifiers
+    from mmdgm.run import load_dataset, load_run
+
+    run_dir = Path(run_dir)
+    names = list(metrics or DEFAULT_METRICS)
+    for name in names:
+        METRICS.get(name)
+    options = options or {}
+    unknown = [k for k in options if k not in names]
+    if unknown:
+        raise ValueError(f"options given for metrics that are not requested: {unknown}")
+    results = read_eval(run_dir)
+    config, model, test_set = load_run(run_dir)
+    root = Path(root or config.data.root or data_root())
+    ctx = EvalContext(
+        model=model,
+        test_set=test_set,
+        train_set=load_dataset(config, "train") if NEEDS_TRAIN_SET & set(names) else None,
+        classifiers=(
+            load_classifiers(config.data.name, model.names, root, classifier_floor)
+            if NEEDS_CLASSIFIERS & set(names)
+            else None
+        ),
+        out_dir=run_dir / "eval",
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+    )
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    for name in tqdm(names, desc="metrics", disable=not progress):
+        results[name] = METRICS.get(name)(ctx, **options.get(name, {}))
+        atomic_write_text(run_dir / EVAL_FILE, json.dumps(results, indent=2))
+        log.info("%s: %s", name, json.dumps(results[name])[:300])
+    return results
