@@ -24,8 +24,10 @@ def final_params(run_dir):
 
 def test_fresh_run_writes_artefacts(tmp_path):
     run_dir = run.train(config(), tmp_path / "r")
-    for name in ("config.yaml", "checkpoint.pt", "model.pt", "metrics.jsonl"):
+    for name in ("config.yaml", "data.json", "checkpoint.pt", "model.pt", "metrics.jsonl"):
         assert (run_dir / name).is_file()
+    data = json.loads((run_dir / "data.json").read_text())
+    assert data["train"]["rows"] == 96 and data["train"]["observed"] == {"a": 96, "b": 96}
     grids = sorted(p.name for p in (run_dir / "grids").glob("*.png"))
     assert grids == [f"epoch00{e}-{k}.png" for e in (1, 2) for k in ("from-a", "from-b", "joint")]
     records = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]

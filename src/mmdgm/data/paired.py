@@ -8,6 +8,7 @@ from mmdgm.data.base import MultimodalDataset
 from mmdgm.data.mnist import build as build_mnist
 from mmdgm.data.mnist import check_split
 from mmdgm.data.pairing import cached_pair_by_class
+from mmdgm.data.partial import COMPLETE, Protocol
 from mmdgm.data.paths import cache_dir
 from mmdgm.data.procedural import load_or_generate
 from mmdgm.data.registry import DATASETS
@@ -23,19 +24,26 @@ def pair(
     dm: int,
     max_per_class: int,
     seed: int,
+    protocol: Protocol = COMPLETE,
 ) -> MultimodalDataset:
-    """The dataset of class-matched pairs of the unimodal datasets `a` and `b`."""
+    """The dataset of class-matched pairs of the unimodal datasets `a` and `b`, with the
+    train split restricted and masked by `protocol` (see `mmdgm.data.partial`)."""
     (ma, src_a), (mb, src_b) = next(iter(a.sources.items())), next(iter(b.sources.items()))
+    protocol.check([ma, mb])
+    allowed = protocol.sources(split, a.labels, b.labels, seed)
+    if allowed is not None:
+        a, b = a.subset(allowed[0]), b.subset(allowed[1])
     key = f"{name}-{split}-{a.name}-{b.name}"
     rows_a, rows_b, labels = cached_pair_by_class(
         cache_dir(root) / "pairings", key, a.labels, b.labels, dm, max_per_class, seed
     )
-    return MultimodalDataset(
+    ds = MultimodalDataset(
         {ma: src_a, mb: src_b},
         labels,
         {ma: a.index[ma][rows_a], mb: b.index[mb][rows_b]},
         name=name,
     )
+    return protocol.observe(split, ds, seed)
 
 
 def standin(
@@ -49,12 +57,20 @@ def standin(
 
 @DATASETS.register("mnist-svhn")
 def build_mnist_svhn(
-    split: str, root: Path, seed: int = 0, dm: int = 20, max_per_class: int = 10000
+    split: str,
+    root: Path,
+    seed: int = 0,
+    dm: int = 20,
+    max_per_class: int = 10000,
+    observed_fraction: float = 1.0,
+    unpaired_scheme: str = "alternate",
+    unimodal_fraction: float = 1.0,
 ) -> MultimodalDataset:
     """Real MNIST-SVHN pairs: modalities "mnist" (1, 28, 28) and "svhn" (3, 32, 32)."""
     check_split(split)
+    protocol = Protocol(observed_fraction, unpaired_scheme, unimodal_fraction)
     a, b = build_mnist(split, root), build_svhn(split, root)
-    return pair("mnist-svhn", split, root, a, b, dm, max_per_class, seed)
+    return pair("mnist-svhn", split, root, a, b, dm, max_per_class, seed, protocol)
 
 
 @DATASETS.register("mnist-synthstreet")
@@ -66,15 +82,19 @@ def build_mnist_synthstreet(
     max_per_class: int = 10000,
     n_train: int = 60000,
     n_test: int = 10000,
+    observed_fraction: float = 1.0,
+    unpaired_scheme: str = "alternate",
+    unimodal_fraction: float = 1.0,
 ) -> MultimodalDataset:
     """Real MNIST "mnist" paired with the synthetic street digits "synth_street" (3, 32, 32).
 
     `n_train`/`n_test` size the synthetic street-digit set.
     """
     check_split(split)
+    protocol = Protocol(observed_fraction, unpaired_scheme, unimodal_fraction)
     a = build_mnist(split, root)
     b = standin("synthetic-street-digits", "synth_street", split, root, seed, n_train, n_test)
-    return pair("mnist-synthstreet", split, root, a, b, dm, max_per_class, seed)
+    return pair("mnist-synthstreet", split, root, a, b, dm, max_per_class, seed, protocol)
 
 
 @DATASETS.register("synthetic-pairs")
@@ -86,12 +106,16 @@ def build_synthetic_pairs(
     max_per_class: int = 10000,
     n_train: int = 10000,
     n_test: int = 2000,
+    observed_fraction: float = 1.0,
+    unpaired_scheme: str = "alternate",
+    unimodal_fraction: float = 1.0,
 ) -> MultimodalDataset:
     """Synthetic pairs needing no files: "synth_hand" (1, 28, 28) and "synth_street" (3, 32, 32).
 
     `n_train`/`n_test` size each unimodal set; defaults give 20,000 train pairs.
     """
     check_split(split)
+    protocol = Protocol(observed_fraction, unpaired_scheme, unimodal_fraction)
     a = standin("synthetic-handwritten-digits", "synth_hand", split, root, seed, n_train, n_test)
     b = standin("synthetic-street-digits", "synth_street", split, root, seed, n_train, n_test)
-    return pair("synthetic-pairs", split, root, a, b, dm, max_per_class, seed)
+    return pair("synthetic-pairs", split, root, a, b, dm, max_per_class, seed, protocol)

@@ -43,6 +43,16 @@ class Position:
     global_step: int = 0
 
 
+def describe(dataset: MultimodalDataset) -> dict:
+    """Name, size, observed count per modality and the partial-observation protocol."""
+    return {
+        "name": dataset.name,
+        "rows": len(dataset),
+        "observed": {k: int(m.sum()) for k, m in dataset.mask.items()},
+        "protocol": getattr(dataset, "protocol", {}),
+    }
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The data permutation of an epoch, a pure function of (seed, epoch)."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -52,7 +62,8 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 class Trainer:
     """Trains `model` on `train_set`, writing everything into `run_dir`.
 
-    The run directory holds config.yaml, metrics.jsonl (one JSON object per line),
+    The run directory holds config.yaml, data.json (dataset sizes, observed counts and
+    partial-observation protocol), metrics.jsonl (one JSON object per line),
     checkpoint.pt (model, optimiser, RNG state and data position; replaced atomically),
     model.pt (final weights) and grids/*.png. A fresh run refuses a directory that
     already holds a run; `resume()` continues one exactly where its checkpoint left it.
@@ -91,6 +102,8 @@ class Trainer:
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(to_dict(self.config), sort_keys=False))
+        data = {"train": describe(self.train_set), "test": describe(self.test_set)}
+        atomic_write_text(self.run_dir / "data.json", json.dumps(data, indent=2))
         torch.manual_seed(self.cfg.seed)
 
     def resume(self) -> None:

@@ -1,0 +1,175 @@
+"""Latent-space structure: traversals and per-dimension KL (MMVAE §4.2, Fig. 5), and the
+posterior-collapse share (Lucas et al. 2019, as used by CMMD)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from mmdgm.distributions import Distribution, Laplace, Normal
+from mmdgm.evaluate.context import EvalContext
+from mmdgm.evaluate.likelihood import model_device, seeded, test_batches
+from mmdgm.evaluate.registry import METRICS
+from mmdgm.train.checkpoint import atomic_write_bytes
+from mmdgm.train.grids import image_modalities, save_grid
+
+KL_FIGURE = "latent-kl.png"
+
+
+def stddev(d: Distribution) -> Tensor:
+    """Standard deviation of a factorised Normal (scale) or Laplace (sqrt(2) scale)."""
+    scale = d._scale_tensor()
+    if isinstance(d, Laplace):
+        return math.sqrt(2) * scale
+    if isinstance(d, Normal):
+        return scale
+    raise TypeError(f"no standard deviation known for a {type(d).__name__} prior")
+
+
+def traversal_latents(mu: Tensor, sigma0: Tensor, steps: int, span: float) -> Tensor:
+    """(E, D, steps, D) latents: row d moves mu_d linearly over mu_d +- span * sigma0_d."""
+    dim = mu.shape[-1]
+    offsets = torch.linspace(-span, span, steps, dtype=mu.dtype, device=mu.device)
+    shift = torch.eye(dim, dtype=mu.dtype, device=mu.device)[:, None, :] * offsets[None, :, None] * sigma0
+    return mu[:, None, None, :] + shift[None]
+
+
+@METRICS.register("latent_traversals")
+@torch.no_grad()
+def latent_traversals(ctx: EvalContext, examples: int = 2, steps: int = 11, span: float = 5.0) -> dict:
+    """MMVAE Fig. 5 (§4.2): encode `examples` test rows per source modality to the mean
+    mu of q(z | x_m), move each dimension d over (mu_d - span sigma0_d, mu_d + span sigma0_d)
+    in `steps` linear steps, sigma0 the standard deviation of the learnt prior (as in the
+    official code), and decode every modality's mean.
+
+    One PNG per source, "traversal-from-<source>.png": for each dimension (top to bottom),
+    one row per example and image modality; columns are the steps. Also returns, per
+    source and target, each dimension's "sensitivity": the decoded mean's standard
+    deviation across the steps, averaged over entries and examples (which dimensions move
+    which modality). Returns {"figures", "sensitivity", "sigma0", "steps", "span"}.
+    """
+    if examples < 1 or steps < 2:
+        raise ValueError(f"latent_traversals needs examples >= 1 and steps >= 2, got {examples}, {steps}")
+    model = ctx.model
+    device = model_device(model)
+    sigma0 = stddev(model.prior()).to(device)
+    images = image_modalities(model)
+    figures, sensitivity = [], {}
+    for source in model.names:
+        rows = torch.nonzero(ctx.test_set.mask[source]).flatten()[:examples]
+        if rows.numel() == 0:
+            raise ValueError(f"latent_traversals: no test row observes {source!r}")
+        batch = ctx.test_set.batch(rows).to(device)
+        z = traversal_latents(model.posterior(source, batch.data[source]).mean, sigma0, steps, span)
+        decoded = {t: d.mean for t, d in model.decode(z).items()}
+        sensitivity[source] = {
+            t: x.std(2).flatten(2).mean((0, 2)).tolist() for t, x in decoded.items()
+        }
+        if images:
+            grid = [decoded[t][e, d] for d in range(z.shape[1]) for e in range(z.shape[0]) for t in images]
+            name = f"traversal-from-{source}.png"
+            save_grid(grid, Path(ctx.out_dir) / name)
+            figures.append(name)
+    return {"figures": figures, "sensitivity": sensitivity, "sigma0": sigma0.tolist(), "steps": steps, "span": span}
+
+
+def kl_per_dim(q: Distribution, p: Distribution, mc_samples: int) -> Tensor:
+    """KL(q || p) per latent dimension, (B, D): analytic when both are of one class with
+    `.kl` (Normal, Laplace), else a Monte-Carlo mean over `mc_samples` draws of q."""
+    if type(q) is type(p) and hasattr(q, "kl"):
+        return q.kl(p)
+    z = q.sample((mc_samples,))
+    return (q.log_prob(z) - p.log_prob(z)).mean(0)
+
+
+def collapsed(kl: Tensor, threshold: float, fraction: float) -> Tensor:
+    """(D,) bool: dimensions whose KL (N, D) is below `threshold` for >= `fraction` of rows."""
+    return (kl < threshold).double().mean(0) >= fraction
+
+
+@METRICS.register("latent_kl")
+@torch.no_grad()
+def latent_kl(
+    ctx: EvalContext,
+    threshold: float = 0.01,
+    fraction: float = 0.99,
+    n: int | None = None,
+    mc_samples: int = 100,
+) -> dict:
+    """Per-dimension KL(q(z | x_m) || p(z)) of every unimodal posterior and symmetric
+    KL(q_m || q_n) + KL(q_n || q_m) of every pair, averaged over test rows observing the
+    modalities (MMVAE Fig. 5, lower panel), with a bar plot "latent-kl.png".
+
+    Posterior collapse (Lucas et al. 2019, CMMD): dimension d is collapsed for modality m
+    if KL_d(q(z | x_m) || p(z)) < `threshold` nats for at least `fraction` of the rows;
+    "collapsed_share" gives the share of collapsed dimensions per modality and, under
+    "all", of dimensions collapsed for every modality. Returns {"kl_to_prior",
+    "symmetric_kl" (per-dim lists), "kl_to_prior_total", "symmetric_kl_total",
+    "collapsed_share", "collapsed_dims", "threshold", "fraction", "n", "figures"}.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    model = ctx.model
+    names = model.names
+    pairs = list(itertools.combinations(names, 2))
+    prior = model.prior()
+    to_prior: dict[str, list[Tensor]] = {m: [] for m in names}
+    between: dict[tuple[str, str], list[Tensor]] = {pair: [] for pair in pairs}
+    seen = 0
+    with seeded(ctx.seed, model_device(model)):
+        for batch in test_batches(ctx, n, "latent KL"):
+            seen += batch.size
+            post = {m: model.posterior(m, batch.data[m]) for m in names}
+            for m in names:
+                to_prior[m].append(kl_per_dim(post[m], prior, mc_samples)[batch.mask[m]].cpu())
+            for m, k in pairs:
+                both = batch.mask[m] & batch.mask[k]
+                sym = kl_per_dim(post[m], post[k], mc_samples) + kl_per_dim(post[k], post[m], mc_samples)
+                between[(m, k)].append(sym[both].cpu())
+    kl = {m: torch.cat(v) for m, v in to_prior.items()}
+    sym = {f"{m},{k}": torch.cat(v) for (m, k), v in between.items()}
+    dims = {m: collapsed(v, threshold, fraction) if len(v) else None for m, v in kl.items()}
+    if any(d is None for d in dims.values()):
+        raise ValueError(f"latent_kl: modalities {[m for m, d in dims.items() if d is None]} have no observed test row")
+    every = torch.stack(list(dims.values())).all(0)
+    kl_mean = {m: v.double().mean(0) for m, v in kl.items()}
+    sym_mean = {p: v.double().mean(0) for p, v in sym.items() if len(v)}
+    figure = plot_kl(kl_mean, sym_mean, Path(ctx.out_dir) / KL_FIGURE)
+    return {
+        "kl_to_prior": {m: v.tolist() for m, v in kl_mean.items()},
+        "symmetric_kl": {p: v.tolist() for p, v in sym_mean.items()},
+        "kl_to_prior_total": {m: float(v.sum()) for m, v in kl_mean.items()},
+        "symmetric_kl_total": {p: float(v.sum()) for p, v in sym_mean.items()},
+        "collapsed_share": {**{m: float(d.double().mean()) for m, d in dims.items()}, "all": float(every.double().mean())},
+        "collapsed_dims": {m: torch.nonzero(d).flatten().tolist() for m, d in dims.items()},
+        "threshold": threshold,
+        "fraction": fraction,
+        "n": seen,
+        "figures": [figure],
+    }
+
+
+def plot_kl(kl: dict[str, Tensor], sym: dict[str, Tensor], path: Path) -> str:
+    """Grouped bars per latent dimension: KL to the prior of each posterior, and the
+    symmetric KL of each pair (MMVAE Fig. 5, lower panel), rendered by Agg.
+    Returns the file name."""
+    series = [(f"KL(q(z|{m}) || p(z))", v) for m, v in kl.items()]
+    series += [(f"symmetric KL({p.replace(',', ', ')})", v) for p, v in sym.items()]
+    dim = len(series[0][1])
+    width = 0.8 / len(series)
+    fig = Figure(figsize=(max(6.0, 0.25 * dim * len(series) + 1.5), 3.2))
+    ax = fig.subplots()
+    for i, (label, v) in enumerate(series):
+        ax.bar([d + (i - (len(series) - 1) / 2) * width for d in range(dim)], v.tolist(), width, label=label)
+    ax.set_xticks(range(dim))
+    ax.set_xlabel("latent dimension")
+    ax.set_ylabel("KL (nats)")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    return path.name
