@@ -188,14 +188,11 @@ def load_classifiers(
 
 
 def cmd_classifiers_train(args) -> None:
-    """CLI: `mmdgm classifiers train --dataset NAME [--root DIR] [--epochs N] [--seed S]`.
-
-    Reads args.dataset, args.root, args.epochs, args.seed and, when the parser defines
-    it, args.options (dataset options); prints one JSON line per modality.
-    """
-    options = getattr(args, "options", None) or {}
+    """CLI: `mmdgm classifiers train --dataset NAME [--root DIR] [--epochs N] [--seed S]`
+    (the dataset with its default options); prints one JSON line per modality."""
     root = Path(args.root) if args.root else None
-    accuracies = train_dataset_classifiers(args.dataset, root, options, epochs=args.epochs, seed=args.seed)
+    accuracies = train_dataset_classifiers(args.dataset, root, {}, epochs=args.epochs, seed=args.seed)
     directory = store_dir(args.dataset, root)
     for m, acc in accuracies.items():
-        print(json.dumps({"dataset": args.dataset, "modality": m, "test_accuracy": acc, "path": str(directory / f"{m}.pt")}))
+        line = {"dataset": args.dataset, "modality": m, "test_accuracy": acc, "path": str(directory / f"{m}.pt")}
+        print(json.dumps(line))

@@ -9,41 +9,19 @@ result is a function of (model, data, seed, batch size).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
-from tqdm import tqdm
 
+from mmdgm.evaluate.common import module_device, row_batches, seeded
 from mmdgm.evaluate.context import EvalContext
 from mmdgm.evaluate.registry import METRICS
 
 FIGURE = "generation_diversity.png"
-
-
-def module_device(module: nn.Module) -> torch.device:
-    """The device of a module's first parameter (CPU for a module without parameters)."""
-    p = next(module.parameters(), None)
-    return torch.device("cpu") if p is None else p.device
-
-
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Fork the global RNG (and the device's, on CUDA) and seed it; restore it afterwards."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
-
-
-def row_batches(n: int, batch_size: int, desc: str, progress: bool) -> Iterator[Tensor]:
-    """Consecutive row-index chunks of range(n), with a progress bar."""
-    for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=not progress):
-        yield torch.arange(start, min(start + batch_size, n))
 
 
 def require_classifiers(ctx: EvalContext, names: list[str]) -> dict[str, nn.Module]:

@@ -22,7 +22,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mmdgm.data import MultimodalDataset
-from mmdgm.evaluate.coherence import module_device, row_batches, seeded
+from mmdgm.evaluate.common import module_device, row_batches, seeded
 from mmdgm.evaluate.context import EvalContext
 from mmdgm.evaluate.registry import METRICS
 

@@ -12,8 +12,8 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from mmdgm.distributions import Distribution, Laplace, Normal
+from mmdgm.evaluate.common import module_device, seeded, test_batches
 from mmdgm.evaluate.context import EvalContext
-from mmdgm.evaluate.likelihood import model_device, seeded, test_batches
 from mmdgm.evaluate.registry import METRICS
 from mmdgm.train.checkpoint import atomic_write_bytes
 from mmdgm.train.grids import image_modalities, save_grid
@@ -56,7 +56,7 @@ def latent_traversals(ctx: EvalContext, examples: int = 2, steps: int = 11, span
     if examples < 1 or steps < 2:
         raise ValueError(f"latent_traversals needs examples >= 1 and steps >= 2, got {examples}, {steps}")
     model = ctx.model
-    device = model_device(model)
+    device = module_device(model)
     sigma0 = stddev(model.prior()).to(device)
     images = image_modalities(model)
     figures, sensitivity = [], {}
@@ -121,7 +121,7 @@ def latent_kl(
     to_prior: dict[str, list[Tensor]] = {m: [] for m in names}
     between: dict[tuple[str, str], list[Tensor]] = {pair: [] for pair in pairs}
     seen = 0
-    with seeded(ctx.seed, model_device(model)):
+    with seeded(ctx.seed, module_device(model)):
         for batch in test_batches(ctx, n, "latent KL"):
             seen += batch.size
             post = {m: model.posterior(m, batch.data[m]) for m in names}

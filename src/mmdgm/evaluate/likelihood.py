@@ -8,45 +8,18 @@ docs/evaluation-likelihood.md.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
-from collections.abc import Iterator
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from mmdgm.batch import Batch
 from mmdgm.distributions import MixtureOfExperts
+from mmdgm.evaluate.common import module_device, seeded, test_batches
 from mmdgm.evaluate.context import EvalContext
 from mmdgm.evaluate.registry import METRICS
 from mmdgm.models.base import MultimodalVAE
-
-
-def model_device(model: MultimodalVAE) -> torch.device:
-    """The device of the model's first parameter."""
-    return next(model.parameters()).device
-
-
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Fork the global RNG (and the device's, on CUDA), seed it, restore it afterwards."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
-
-
-def test_batches(ctx: EvalContext, n: int | None, desc: str) -> Iterator[Batch]:
-    """The first `n` test rows (all when None) in batches of `ctx.batch_size`, on the
-    model's device, with unobserved entries zeroed."""
-    total = len(ctx.test_set) if n is None else min(int(n), len(ctx.test_set))
-    if total < 1:
-        raise ValueError(f"{desc}: no test rows to evaluate (n={n}, test set of {len(ctx.test_set)})")
-    device = model_device(ctx.model)
-    chunks = torch.arange(total).split(ctx.batch_size)
-    for rows in tqdm(chunks, desc=desc, unit="batch", disable=not ctx.progress):
-        yield ctx.test_set.batch(rows).to(device).zero_missing()
 
 
 def mean_and_stderr(values: Tensor) -> tuple[float, float | None]:
@@ -74,7 +47,7 @@ def joint_log_likelihood(ctx: EvalContext, K: int = 1000, n: int | None = None, 
     Returns {"log p(<names>)": mean, "stderr": {...}, "K": K, "n": rows}.
     """
     check_samples(K, chunk)
-    device = model_device(ctx.model)
+    device = module_device(ctx.model)
     with seeded(ctx.seed, device):
         values = torch.cat([
             ctx.model.log_likelihood(batch, K=K, chunk=chunk).cpu()
@@ -176,7 +149,7 @@ def conditional_log_likelihoods(
     plan = table3_targets(model.names)
     values: dict[str, list[Tensor]] = {}
     seen = 0
-    with seeded(ctx.seed, model_device(model)):
+    with seeded(ctx.seed, module_device(model)):
         for batch in test_batches(ctx, n, "conditional log-likelihoods"):
             seen += batch.size
             for source, targets in plan:

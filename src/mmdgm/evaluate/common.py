@@ -1,0 +1,44 @@
+"""Helpers every metric shares: device, seeded RNG, batching with progress."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from mmdgm.batch import Batch
+from mmdgm.evaluate.context import EvalContext
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter (CPU for a module without parameters)."""
+    p = next(module.parameters(), None)
+    return torch.device("cpu") if p is None else p.device
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Fork the global RNG (and the device's, on CUDA) and seed it; restore it afterwards."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def row_batches(n: int, batch_size: int, desc: str, progress: bool) -> Iterator[Tensor]:
+    """Consecutive row-index chunks of range(n), with a progress bar."""
+    for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=not progress):
+        yield torch.arange(start, min(start + batch_size, n))
+
+
+def test_batches(ctx: EvalContext, n: int | None, desc: str) -> Iterator[Batch]:
+    """The first `n` test rows (all when None) in batches of `ctx.batch_size`, on the
+    model's device, with unobserved entries zeroed."""
+    total = len(ctx.test_set) if n is None else min(int(n), len(ctx.test_set))
+    if total < 1:
+        raise ValueError(f"{desc}: no test rows to evaluate (n={n}, test set of {len(ctx.test_set)})")
+    device = module_device(ctx.model)
+    for rows in row_batches(total, ctx.batch_size, desc, ctx.progress):
+        yield ctx.test_set.batch(rows).to(device).zero_missing()
