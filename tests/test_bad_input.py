@@ -96,3 +96,10 @@ def test_unknown_network_name():
     cfg = load_config("default", ["model.modalities.synth_hand.encoder=mnist-mpl"])
     with pytest.raises(KeyError, match="did you mean 'mnist-mlp'"):
         build_model(cfg.model, {"synth_hand": (1, 28, 28), "synth_street": (3, 32, 32)})
+
+
+def test_directory_named_like_a_config_does_not_shadow_it(tmp_path, monkeypatch):
+    """`mmdgm train --seeds 1,2` from a folder holding a run directory called 'default'."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "default").mkdir()
+    assert load_config("default").name == "default"

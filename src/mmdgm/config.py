@@ -157,7 +157,7 @@ def builtin_configs() -> list[str]:
 def read_yaml(name_or_path: str) -> dict:
     """Raw mapping of a built-in config name or a YAML file path."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         text = path.read_text()
