@@ -83,6 +83,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results = evaluate_run(
         Path(args.run_dir), metrics, metric_options(args.option), args.floor,
         Path(args.root) if args.root else None, args.seed, args.batch_size,
+        train_classifiers=args.train_classifiers,
     )
     print(json.dumps({k: v for k, v in results.items() if not metrics or k in metrics}, indent=2)[:4000])
     return 0
@@ -163,6 +164,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--root", help="data directory (default: the run's, else $MMDGM_DATA_DIR)")
     e.add_argument("--seed", type=int, default=0, help="seed of every random draw of the evaluation (default 0)")
     e.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default 256)")
+    e.add_argument("--train-classifiers", action="store_true",
+                   help="train missing coherence classifiers first (10 epochs) instead of stopping with an error")
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser(

@@ -51,10 +51,13 @@ def evaluate_run(
     seed: int = 0,
     batch_size: int = 256,
     progress: bool = True,
+    train_classifiers: bool = False,
 ) -> dict[str, Any]:
     """Compute `metrics` (default: all) for the run in `run_dir`; merge them into its
-    eval.json (other metrics already there are kept) and return the merged results."""
-    from mmdgm.evaluate.classifier_store import load_classifiers
+    eval.json (other metrics already there are kept) and return the merged results.
+    With `train_classifiers`, missing coherence classifiers are trained first (on the
+    run's dataset with its options) instead of being an error."""
+    from mmdgm.evaluate.classifier_store import MissingClassifierError, load_classifiers, train_dataset_classifiers
     from mmdgm.run import load_dataset, load_run
 
     run_dir = Path(run_dir)
@@ -68,15 +71,20 @@ def evaluate_run(
     results = read_eval(run_dir)
     config, model, test_set = load_run(run_dir)
     root = Path(root or config.data.root or data_root())
+    classifiers = None
+    if NEEDS_CLASSIFIERS & set(names):
+        try:
+            classifiers = load_classifiers(config.data.name, model.names, root, classifier_floor)
+        except MissingClassifierError:
+            if not train_classifiers:
+                raise
+            train_dataset_classifiers(config.data.name, root, config.data.options, seed=seed, progress=progress)
+            classifiers = load_classifiers(config.data.name, model.names, root, classifier_floor)
     ctx = EvalContext(
         model=model,
         test_set=test_set,
         train_set=load_dataset(config, "train") if NEEDS_TRAIN_SET & set(names) else None,
-        classifiers=(
-            load_classifiers(config.data.name, model.names, root, classifier_floor)
-            if NEEDS_CLASSIFIERS & set(names)
-            else None
-        ),
+        classifiers=classifiers,
         out_dir=run_dir / "eval",
         batch_size=batch_size,
         seed=seed,
