@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -14,6 +15,27 @@ from mmdgm.nets import DECODERS, ENCODERS
 from mmdgm.registry import Registry, nearest
 
 MODELS: Registry = Registry("model")
+
+
+def chunked_log_mean_weight(draw: Callable[[int], tuple[Tensor, Tensor]], K: int, chunk: int) -> Tensor:
+    """log of the mean importance weight over K draws per proposal component, in chunks.
+
+    `draw(k)` returns the log-weights of k more draws per component, pooled into (N, B)
+    (entries of absent components at the most negative float), and the number of draws
+    (B,) they hold per data point. Returns (B,): log sum exp(lw) - log count.
+    """
+    if K < 1 or chunk < 1:
+        raise ValueError(f"K and chunk must be >= 1, got K={K}, chunk={chunk}")
+    total = count = None
+    done = 0
+    while done < K:
+        k = min(chunk, K - done)
+        lw, n = draw(k)
+        part = torch.logsumexp(lw, 0)
+        total = part if total is None else torch.logaddexp(total, part)
+        count = n if count is None else count + n
+        done += k
+    return total - count.to(total.dtype).log()
 
 PRIOR_SCALES = {
     "softmax": lambda theta: torch.softmax(theta, -1) * theta.shape[-1],

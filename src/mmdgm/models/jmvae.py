@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from mmdgm.batch import Batch, BatchError
 from mmdgm.distributions import Normal
 from mmdgm.modalities import Modality
-from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE
+from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, chunked_log_mean_weight
 from mmdgm.nets import ENCODERS
 from mmdgm.nets.layers import mlp
 
@@ -169,12 +169,10 @@ class JMVAE(MultimodalVAE):
         batch.validate(self.modalities)
         batch = batch.zero_missing()
         q, prior = self.encode(batch), self.prior()
-        total, n = None, 0
-        while n < K:
-            k = min(chunk, K - n)
+
+        def draw(k: int) -> tuple[Tensor, Tensor]:
             z = q.sample((k,))
             lw = prior.log_prob(z).sum(-1) + self.log_likelihood_terms(batch, z) - q.log_prob(z).sum(-1)
-            part = torch.logsumexp(lw, 0)
-            total = part if total is None else torch.logaddexp(total, part)
-            n += k
-        return total - torch.log(torch.tensor(float(K), dtype=total.dtype))
+            return lw, torch.full((batch.size,), k)
+
+        return chunked_log_mean_weight(draw, K, chunk)

@@ -9,7 +9,7 @@ from torch import Tensor
 from mmdgm.batch import Batch
 from mmdgm.distributions import MixtureOfExperts, Normal
 from mmdgm.distributions.product import product_of_gaussians
-from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE
+from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, chunked_log_mean_weight
 from mmdgm.models.mmvae import tight
 from mmdgm.models.mvae import require_gaussian, unimodal_experts
 from mmdgm.objectives.estimators import stratum_mean
@@ -117,12 +117,10 @@ class MMJSD(MultimodalVAE):
         batch.validate(self.modalities)
         batch = batch.zero_missing()
         q = self.encode(batch)
-        total, n = None, 0
-        while n < K:
-            k = min(chunk, K - n)
+
+        def draw(k: int) -> tuple[Tensor, Tensor]:
             z = torch.stack([e.sample((k,)) for e in q.experts])
             lw = self.prior().log_prob(z).sum(-1) + self.log_likelihood_terms(batch, z) - q.log_prob(z)
-            part = torch.logsumexp(tight(lw, q.mask)[0][0], 0)
-            total = part if total is None else torch.logaddexp(total, part)
-            n += k
-        return total - (q.mask.sum(0).to(total.dtype) * K).log()
+            return tight(lw, q.mask)[0][0], q.mask.sum(0) * k
+
+        return chunked_log_mean_weight(draw, K, chunk)

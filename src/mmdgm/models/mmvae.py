@@ -10,7 +10,7 @@ from torch import Tensor
 
 from mmdgm.batch import Batch
 from mmdgm.distributions import MixtureOfExperts
-from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE
+from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, chunked_log_mean_weight
 from mmdgm.objectives import dreg, dreg_mixture, elbo, iwae
 from mmdgm.registry import nearest
 
@@ -131,11 +131,9 @@ class MMVAE(MultimodalVAE):
         (stratified MoE proposal), accumulated over chunks of samples."""
         batch.validate(self.modalities)
         batch = batch.zero_missing()
-        total, n = None, 0
-        while n < K:
-            k = min(chunk, K - n)
+
+        def draw(k: int) -> tuple[Tensor, Tensor]:
             s = self.stratified_sample(batch, k)
-            part = torch.logsumexp(tight(s.lw, s.mask)[0][0], 0)
-            total = part if total is None else torch.logaddexp(total, part)
-            n += k
-        return total - (s.mask.sum(0).to(total.dtype) * K).log()
+            return tight(s.lw, s.mask)[0][0], s.mask.sum(0) * k
+
+        return chunked_log_mean_weight(draw, K, chunk)

@@ -10,7 +10,7 @@ from torch import Tensor
 from mmdgm.batch import Batch, BatchError
 from mmdgm.distributions import MixtureOfExperts, Normal
 from mmdgm.distributions.product import product_of_gaussians
-from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE
+from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, chunked_log_mean_weight
 from mmdgm.models.mmvae import tight
 from mmdgm.models.mvae import require_gaussian, unimodal_experts
 from mmdgm.objectives.estimators import stratum_mean
@@ -115,12 +115,10 @@ class MoPoE(MultimodalVAE):
         batch = batch.zero_missing()
         q = self.encode(batch)
         components = Normal(torch.stack([c.loc for c in q.experts]), torch.stack([c.scale for c in q.experts]))
-        total, n = None, 0
-        while n < K:
-            k = min(chunk, K - n)
+
+        def draw(k: int) -> tuple[Tensor, Tensor]:
             z = components.sample((k,)).transpose(0, 1)
             lw = self.prior().log_prob(z).sum(-1) + self.log_likelihood_terms(batch, z) - q.log_prob(z)
-            part = torch.logsumexp(tight(lw, q.mask)[0][0], 0)
-            total = part if total is None else torch.logaddexp(total, part)
-            n += k
-        return total - (q.mask.sum(0).to(total.dtype) * K).log()
+            return tight(lw, q.mask)[0][0], q.mask.sum(0) * k
+
+        return chunked_log_mean_weight(draw, K, chunk)

@@ -10,7 +10,7 @@ from torch import Tensor
 from mmdgm.batch import Batch
 from mmdgm.distributions import Normal
 from mmdgm.distributions.product import product_of_gaussians
-from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE
+from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, chunked_log_mean_weight
 from mmdgm.objectives.estimators import log_mean_exp
 
 
@@ -133,11 +133,8 @@ class MVAE(MultimodalVAE):
         batch.validate(self.modalities)
         batch = batch.zero_missing()
         q = self.encode(batch)
-        total, n = None, 0
-        while n < K:
-            k = min(chunk, K - n)
-            _, lw = self.log_weights(batch, self.names, q, k, 1.0)
-            part = torch.logsumexp(lw, 0)
-            total = part if total is None else torch.logaddexp(total, part)
-            n += k
-        return total - torch.log(torch.tensor(float(K), dtype=total.dtype))
+
+        def draw(k: int) -> tuple[Tensor, Tensor]:
+            return self.log_weights(batch, self.names, q, k, 1.0)[1], torch.full((batch.size,), k)
+
+        return chunked_log_mean_weight(draw, K, chunk)
