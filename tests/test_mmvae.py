@@ -209,3 +209,32 @@ def test_bad_objective_and_single_modality_are_rejected():
         image_model(objective="dreq")
     with pytest.raises(ValueError, match="at least two"):
         MODELS.get("mmvae")([Modality("a", (3,), kind="vector")], 2)
+
+
+def test_nan_in_absent_experts_never_reaches_values_or_gradients():
+    """Independent review finding: masked experts holding NaN must give finite densities,
+    means and exactly zero gradients (cleaned before any arithmetic)."""
+    from mmdgm.distributions.product import product_of_gaussians
+
+    loc = torch.tensor([[[0.5, -1.0]], [[float("nan"), float("nan")]]], requires_grad=True)
+    scale = torch.tensor([[[0.7, 1.2]], [[float("nan"), 0.0]]], requires_grad=True)
+    mask = torch.tensor([[True], [False]])
+    mix = MixtureOfExperts([Normal(loc[0], scale[0]), Normal(loc[1], scale[1])], mask)
+    (mix.log_prob(torch.zeros(3, 1, 2)).sum() + mix.mean.sum()).backward()
+    assert torch.isfinite(loc.grad).all() and torch.isfinite(scale.grad).all()
+    assert torch.count_nonzero(loc.grad[1]) == 0 and torch.count_nonzero(scale.grad[1]) == 0
+    loc.grad = scale.grad = None
+    product_of_gaussians(loc, scale, mask).rsample().sum().backward()
+    assert torch.isfinite(loc.grad).all() and torch.isfinite(scale.grad).all()
+    assert torch.count_nonzero(scale.grad[1]) == 0
+
+
+def test_encode_ignores_nan_placeholders():
+    torch.manual_seed(0)
+    model, batch = image_model(), image_batch()
+    data = dict(batch.data)
+    data["b"] = data["b"].clone()
+    data["b"][0] = float("nan")
+    partial = Batch(data, {"b": torch.tensor([False, True, True, True, True, True])})
+    out = model.cross_generate(partial, ["a", "b"], "b", mean=True)
+    assert torch.isfinite(out).all()

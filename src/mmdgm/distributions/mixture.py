@@ -10,6 +10,17 @@ from torch import Tensor
 from mmdgm.distributions.base import Distribution
 
 
+def absent_to_standard(expert: Distribution, present: Tensor) -> Distribution:
+    """The expert with loc 0 and scale 1 in the rows where it is absent, so that no value of
+    an absent row (even NaN) can reach a density, a sample or a gradient."""
+    rows = present[:, None]
+    loc = torch.where(rows, expert.loc, torch.zeros_like(expert.loc))
+    scale = expert.scale
+    if isinstance(scale, Tensor):
+        scale = torch.where(rows, scale, torch.ones_like(scale))
+    return type(expert)(loc, scale)
+
+
 class MixtureOfExperts:
     """q(z | x) = (1 / |O_b|) sum_{m in O_b} q_m(z | x_m), O_b the observed experts of sample b.
 
@@ -19,19 +30,20 @@ class MixtureOfExperts:
     """
 
     def __init__(self, experts: list[Distribution], mask: Tensor | None = None) -> None:
-        self.experts = experts
         b = experts[0].loc.shape[0]
-        self.mask = torch.ones(len(experts), b, dtype=torch.bool) if mask is None else mask
+        device = experts[0].loc.device
+        self.mask = torch.ones(len(experts), b, dtype=torch.bool, device=device) if mask is None else mask
         if self.mask.shape != (len(experts), b):
             raise ValueError(f"mixture mask must have shape ({len(experts)}, {b})")
         if not self.mask.any(0).all():
             raise ValueError("every sample needs at least one observed expert")
+        self.experts = [absent_to_standard(e, m) for e, m in zip(experts, self.mask)]
 
     @property
     def mean(self) -> Tensor:
         locs = torch.stack([e.mean for e in self.experts])
-        w = self.mask.to(locs.dtype)[..., None]
-        return (locs * w).sum(0) / w.sum(0)
+        w = self.mask[..., None]
+        return torch.where(w, locs, torch.zeros_like(locs)).sum(0) / w.sum(0)
 
     def component_log_probs(self, z: Tensor) -> Tensor:
         """(M, *z.shape[:-1]) log-density of z (..., B, D) under each expert."""

@@ -52,13 +52,17 @@ def product_of_gaussians(
     if locs.dim() != 3:
         raise ValueError(f"product_of_gaussians expects (M, B, D) expert parameters, got shape {tuple(locs.shape)}")
     scales = scales.expand_as(locs)
-    log_precision = -2 * scales.log()
     if mask is not None:
         if mask.shape != locs.shape[:2]:
             raise ValueError(f"expert mask must have shape {tuple(locs.shape[:2])}, got {tuple(mask.shape)}")
         observed = mask[..., None]
-        log_precision = torch.where(observed, log_precision, torch.full_like(log_precision, -math.inf))
+        # clean absent experts before any arithmetic: a NaN there would otherwise turn the
+        # zero gradient of the unselected branch into NaN (0 / NaN)
+        scales = torch.where(observed, scales, torch.ones_like(scales))
         locs = torch.where(observed, locs, torch.zeros_like(locs))
+    log_precision = -2 * scales.log()
+    if mask is not None:
+        log_precision = torch.where(observed, log_precision, torch.full_like(log_precision, -math.inf))
     if prior_expert is not False:
         prior = Normal(torch.zeros_like(locs[0]), torch.ones_like(locs[0])) if prior_expert is True else prior_expert
         prior = gaussian_or_error(prior, "prior expert")

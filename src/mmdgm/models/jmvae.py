@@ -49,9 +49,11 @@ def subset_product(experts: list[Normal], mask: Tensor, prior: Normal) -> Normal
         (each row at least one); prior: Normal with tensor parameters (D,).
     """
     w = mask[..., None]
-    prec = torch.stack([e.scale**-2 for e in experts])
+    scales = torch.stack([e.scale for e in experts])
     locs = torch.stack([e.loc for e in experts])
-    zero = torch.zeros((), dtype=prec.dtype, device=prec.device)
+    zero = torch.zeros((), dtype=locs.dtype, device=locs.device)
+    prec = torch.where(w, scales, torch.ones_like(scales)) ** -2  # absent experts cleaned first
+    locs = torch.where(w, locs, zero)
     extra = (mask.sum(0) - 1).to(prec.dtype)[:, None]
     p_prec = prior.scale**-2
     nat_prec = torch.where(w, prec, zero).sum(0) - extra * p_prec

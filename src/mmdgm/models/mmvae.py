@@ -94,6 +94,7 @@ class MMVAE(MultimodalVAE):
 
     def encode(self, batch: Batch, modalities: list[str] | None = None) -> MixtureOfExperts:
         names = self.check_names(modalities)
+        batch = batch.zero_missing()
         experts = [self.posterior(n, batch.data[n]) for n in names]
         mask = torch.stack([batch.mask[n] for n in names])
         return MixtureOfExperts(experts, mask)

@@ -121,8 +121,9 @@ def dreg_mixture(
         log_rest = torch.logsumexp(slots.masked_fill(others, -math.inf), 2)  # [m, k]
         log_denominator = torch.logaddexp(log_rest[:, None], lwd[None])  # [m, j, k]
         F = torch.exp(lwd[None] - log_denominator)
-        # c / w~ in log space: log r + log(1 - F) + log(F / w~); bounded so that the scale
-        # stays finite where w~ underflows (the gradient reaching z is ~0 there anyway)
+        # c / w~ in log space: log r + log(1 - F) + log(F / w~), bounded so that the scale
+        # stays finite; where w~ underflows in float32 the -c dlw/dz part of that sample is
+        # lost (docs/objectives.md: limitations)
         log_c_over_w = torch.logsumexp(
             log_r.detach() + (log_rest[:, None] - log_denominator) + (lse[None, :, None] - log_denominator), 0
         )
