@@ -2,8 +2,8 @@
 
 Each model trains from its built-in config for the chosen dataset (`<model>-<suffix>`,
 `mmvae` uses `default` / `mmvae-<suffix>`), then `mmdgm evaluate` runs on every run and
-`mmdgm report` writes report.md / report.html into --out. Runs that already finished are
-reused (delete a run directory to redo it).
+`mmdgm report` writes report.md / report.html into --out. Runs that already finished, and
+metrics already in their eval.json, are reused (delete a run directory to redo it).
 
     python benchmarks/model_comparison.py --suffix default --seeds 1,2,3 --out comparisons/default
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mmdgm import run
 from mmdgm.evaluate.report import write_report
-from mmdgm.evaluate.runner import evaluate_run
+from mmdgm.evaluate.runner import DEFAULT_METRICS, evaluate_run, read_eval
 from mmdgm.train.trainer import FINAL
 
 MODELS = ("mmvae", "mvae", "jmvae", "mopoe", "mmjsd")
@@ -53,7 +53,9 @@ def main() -> None:
                 overrides = [*args.override, *per_model.get(model, []), f"train.seed={seed}"]
                 config = run.load_config(config_name(model, args.suffix), overrides)
                 run.train(config, run_dir)
-            evaluate_run(run_dir, args.metrics.split(",") if args.metrics else None, metric_options(args.metric_option))
+            wanted = args.metrics.split(",") if args.metrics else list(DEFAULT_METRICS)
+            if not set(wanted) <= set(read_eval(run_dir)):
+                evaluate_run(run_dir, wanted, metric_options(args.metric_option))
             runs.append(run_dir)
             print(json.dumps({"run": str(run_dir), "done": True}), flush=True)
     for path in write_report(runs, out / "report"):
