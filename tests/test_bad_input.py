@@ -103,3 +103,15 @@ def test_directory_named_like_a_config_does_not_shadow_it(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "default").mkdir()
     assert load_config("default").name == "default"
+
+
+def test_every_builtin_config_builds_its_model():
+    from mmdgm.config import builtin_configs
+
+    shapes = {"mnist": (1, 28, 28), "synth_hand": (1, 28, 28), "svhn": (3, 32, 32), "synth_street": (3, 32, 32)}
+    names = builtin_configs()
+    assert len(names) >= 15
+    for name in names:
+        cfg = load_config(name)
+        model = build_model(cfg.model, {m: shapes[m] for m in cfg.model.modalities})
+        assert model.names == list(cfg.model.modalities), name
