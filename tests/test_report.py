@@ -24,7 +24,7 @@ def fake_run(path, name, seed, results):
 
 
 def test_flatten_keeps_scalars_and_skips_lists():
-    got = flatten({"a": 1, "b": {"c": 2.5, "d": [1, 2], "e": {"f": 3}}, "g": True})
+    got = flatten({"a": 1, "b": {"c": 2.5, "d": [1, 2], "e": {"f": 3}, "n": 100}, "g": True, "stderr": {"a": 1}})
     assert got == {"a": 1.0, "b/c": 2.5, "b/e/f": 3.0}
 
 
@@ -37,9 +37,10 @@ def test_report_mean_std_over_seeds(tmp_path):
     runs.append(fake_run(tmp_path / "mvae-1", "mvae-x", 1, {"cross_coherence": {"a->b": 0.1}}))
     md, page = write_report(runs, tmp_path / "report")
     text = md.read_text()
-    assert "| mmvae-x (3) | 0.700 ± 0.200 |" in text  # std over seeds with n-1: sqrt(0.04)
-    assert "| mvae-x (1) | 0.100 |" in text
-    assert "## Latent accuracy" in text and "| mvae-x (1) | – |" in text
+    assert "| cross a->b |" in text
+    assert "| mmvae [mmvae-x] (3) | 0.700 ± 0.200 |" in text  # std over seeds with n-1: sqrt(0.04)
+    assert "| mmvae [mvae-x] (1) | 0.100 |" in text
+    assert "## Latent accuracy" in text and "| mmvae [mvae-x] (1) | – |" in text
     html = page.read_text()
     assert "<table>" in html and "../mmvae-1/eval/hist.png" in html
 

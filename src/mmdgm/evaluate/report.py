@@ -24,16 +24,32 @@ SECTIONS = {
 }
 
 
+SHORT = {"joint_coherence": "joint", "cross_coherence": "cross", "synergy_coherence": "synergy"}
+SETTINGS = {"n", "n_train", "n_test", "K", "chunk", "steps", "span", "examples", "threshold", "fraction",
+            "mc_samples", "classes", "use_mean", "rows", "stderr", "sensitivity", "sigma0"}
+
+
 def flatten(results: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """Scalar leaves of nested metric dicts as "metric/key" -> float (lists are skipped)."""
+    """Scalar results of nested metric dicts as "metric/key" -> float. Lists and the
+    metrics' settings and bookkeeping (n, K, standard errors, ...) are left out."""
     out: dict[str, float] = {}
     for key, value in results.items():
+        if key in SETTINGS:
+            continue
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             out.update(flatten(value, f"{name}/"))
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             out[name] = float(value)
     return out
+
+
+def column(key: str) -> str:
+    """Table header of a flattened key: "cross a->b", "joint", "entropy/a", ..."""
+    metric, _, rest = key.partition("/")
+    if rest in ("", metric):
+        return SHORT.get(metric, metric)
+    return f"{SHORT[metric]} {rest}" if metric in SHORT else rest
 
 
 def figures(results: dict[str, Any]) -> list[str]:
@@ -48,10 +64,11 @@ def figures(results: dict[str, Any]) -> list[str]:
 
 
 def run_label(run_dir: Path) -> str:
-    """Group runs that differ only by seed: the run's config name."""
+    """Group runs that differ only by seed: "<model> [<config name>]"."""
     from mmdgm.run import read_run_config
 
-    return read_run_config(run_dir).name
+    config = read_run_config(run_dir)
+    return f"{config.model.name} [{config.name}]"
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -87,7 +104,7 @@ def tables(groups: dict[str, dict[str, list[float]]]) -> dict[str, tuple[list[st
                 by_section[section].append(key)
     out = {}
     for section, keys in by_section.items():
-        header = ["run (n seeds)"] + [k.split("/", 1)[-1] if "/" in k else k for k in keys]
+        header = ["model [config] (seeds)"] + [column(k) for k in keys]
         rows = []
         for label, metrics in groups.items():
             n = max(len(v) for v in metrics.values())
