@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass, fields, replace
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from mmdgm.distributions.base import Normal
 
@@ -227,3 +227,29 @@ def default_problem() -> tuple[LinearGaussian, GaussianEncoder, Tensor]:
     enc = GaussianEncoder(C=C, c=c, log_s=log_s)
     x = torch.tensor([[0.9, 0.4, -0.3], [-1.2, 0.6, 1.1], [0.1, -0.8, 0.2]], dtype=DTYPE)
     return model, enc, x
+
+
+# Networks that plug the linear-Gaussian model into mmdgm's models (decoders/encoders).
+class LinearDecoder(nn.Module):
+    def __init__(self, A, b):
+        super().__init__()
+        self.A, self.b = nn.Parameter(A), nn.Parameter(b)
+
+    def forward(self, z):
+        return z @ self.A.T + self.b
+
+
+class ExactUnimodalPosterior(nn.Module):
+    """Diagonal Gaussian with p(z|x_m)'s mean and marginal variances (loc, log-variance):
+    exactly p(z|x_m) when A_m has orthogonal columns."""
+
+    def __init__(self, A, b, sigma):
+        super().__init__()
+        prec = torch.eye(A.shape[1]) + A.T @ A / sigma**2
+        self.cov = torch.linalg.inv(prec)
+        self.A, self.b, self.sigma = A, b, sigma
+
+    def forward(self, x):
+        loc = (x - self.b) @ self.A @ self.cov.T / self.sigma**2
+        logvar = self.cov.diagonal().log().expand_as(loc)
+        return loc, logvar

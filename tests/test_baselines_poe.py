@@ -19,6 +19,7 @@ from mmdgm.distributions.product import product_of_experts, product_of_gaussians
 from mmdgm.models import MODELS
 from mmdgm.models.factory import build_model, model_options
 from mmdgm.models.mopoe import nonempty_subsets, subset_mask
+from tests.linear_gaussian import LinearDecoder
 
 MODEL_NAMES = ["mvae", "mopoe", "mmjsd"]
 GAUSSIAN = {"prior": "normal", "posterior": "normal", "posterior_scale": "exp", "prior_scale": "free"}
@@ -294,15 +295,6 @@ def test_verbs_work_for_three_modalities(name):
     assert set(model.reconstruct(batch)) == {"a", "b", "c"}
     est = model.log_likelihood(batch, K=7, chunk=3)
     assert est.shape == (6,) and torch.isfinite(est).all()
-
-
-class LinearDecoder(nn.Module):
-    def __init__(self, A, b):
-        super().__init__()
-        self.A, self.b = nn.Parameter(A), nn.Parameter(b)
-
-    def forward(self, z):
-        return z @ self.A.T + self.b
 
 
 class LikelihoodFactor(nn.Module):

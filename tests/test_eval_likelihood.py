@@ -17,19 +17,11 @@ from mmdgm.distributions import Normal
 from mmdgm.evaluate import METRICS, EvalContext
 from mmdgm.evaluate.latent_structure import traversal_latents
 from mmdgm.models import MODELS
+from tests.linear_gaussian import LinearDecoder
 
 F64 = torch.float64
 D, P, SIGMA = 2, 3, 1.0
 SCALES = {"u": [2.0, 1.5], "v": [1.8, 1.6]}  # per-dimension sqrt(eig(A^T A)): weights of finite variance
-
-
-class LinearDecoder(nn.Module):
-    def __init__(self, A, b):
-        super().__init__()
-        self.A, self.b = nn.Parameter(A), nn.Parameter(b)
-
-    def forward(self, z):
-        return z @ self.A.T + self.b
 
 
 class ExactPosterior(nn.Module):

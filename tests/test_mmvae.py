@@ -7,11 +7,11 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from mmdgm import Batch, Modality
 from mmdgm.distributions import MixtureOfExperts, Normal
 from mmdgm.models import MODELS
+from tests.linear_gaussian import ExactUnimodalPosterior, LinearDecoder
 
 
 def image_model(K=3, objective="dreg", D=4):
@@ -73,31 +73,6 @@ def test_tight_bound_dominates_looser_and_elbo():
     out = image_model(K=5)(image_batch())
     m = out.metrics
     assert m["iwae_tight"] >= m["iwae_looser"] >= m["elbo"]
-
-
-class LinearDecoder(nn.Module):
-    def __init__(self, A, b):
-        super().__init__()
-        self.A, self.b = nn.Parameter(A), nn.Parameter(b)
-
-    def forward(self, z):
-        return z @ self.A.T + self.b
-
-
-class ExactUnimodalPosterior(nn.Module):
-    """Diagonal Gaussian with p(z|x_m)'s mean and marginal variances (loc, log-variance):
-    exactly p(z|x_m) when A_m has orthogonal columns."""
-
-    def __init__(self, A, b, sigma):
-        super().__init__()
-        prec = torch.eye(A.shape[1]) + A.T @ A / sigma**2
-        self.cov = torch.linalg.inv(prec)
-        self.A, self.b, self.sigma = A, b, sigma
-
-    def forward(self, x):
-        loc = (x - self.b) @ self.A @ self.cov.T / self.sigma**2
-        logvar = self.cov.diagonal().log().expand_as(loc)
-        return loc, logvar
 
 
 @pytest.mark.parametrize("names", [("u", "v"), ("u", "v", "w")])

@@ -21,7 +21,8 @@ from mmdgm.distributions import Normal
 from mmdgm.models import MODELS
 from mmdgm.models.jmvae import subset_product
 from tests.conftest import TINY_CONFIG
-from tests.test_mmvae import ExactUnimodalPosterior, LinearDecoder, grads
+from tests.linear_gaussian import ExactUnimodalPosterior, LinearDecoder
+from tests.test_mmvae import grads
 
 # ---------------------------------------------------------------- partial observation
 
