@@ -12,6 +12,7 @@ from mmdgm import Batch, Modality
 from mmdgm.distributions import MixtureOfExperts, Normal
 from mmdgm.models import MODELS
 from tests.linear_gaussian import ExactUnimodalPosterior, LinearDecoder
+from tests.zero_gradient import check_missing_modality_is_never_read, grads
 
 
 def image_model(K=3, objective="dreg", D=4):
@@ -109,36 +110,11 @@ def test_log_likelihood_converges_to_exact_linear_gaussian(names):
     assert (single.double() - exact_u).abs().max() < 1e-4
 
 
-def grads(model):
-    return {k: (p.grad.clone() if p.grad is not None else torch.zeros_like(p)) for k, p in model.named_parameters()}
-
-
 @pytest.mark.parametrize("objective", ["dreg", "dreg_naive", "iwae", "elbo", "iwae_tight"])
 def test_missing_modality_gets_zero_gradient_and_is_never_read(objective):
     """Rows where b is missing: b's networks get exactly zero gradient from them, and the
     placeholders (zeros or NaN) change nothing at all."""
-    model = image_model(objective=objective)
-    batch = image_batch()
-    missing = torch.tensor([True, False, True, False, True, False])
-    outs = []
-    for fill in (0.0, float("nan")):
-        data = dict(batch.data)
-        data["b"] = torch.where(missing[:, None, None, None], torch.full_like(data["b"], fill), data["b"])
-        torch.manual_seed(3)
-        model.zero_grad()
-        model(Batch(data, {"b": ~missing})).loss.backward()
-        outs.append(grads(model))
-    for k in outs[0]:
-        torch.testing.assert_close(outs[0][k], outs[1][k], rtol=0, atol=0)
-    all_missing = Batch(batch.data, {"b": torch.zeros(6, dtype=torch.bool)})
-    model.zero_grad()
-    model(all_missing).loss.backward()
-    g = grads(model)
-    for k, v in g.items():
-        if k.startswith(("encoders.b.", "decoders.b.")):
-            assert torch.count_nonzero(v) == 0, k
-        if k.startswith(("encoders.a.", "decoders.a.")):
-            assert torch.count_nonzero(v) > 0, k
+    check_missing_modality_is_never_read(image_model(objective=objective), image_batch())
 
 
 def test_dreg_routes_iwae_gradient_to_decoders_and_a_different_one_to_encoders():
