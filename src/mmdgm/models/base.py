@@ -43,6 +43,12 @@ PRIOR_SCALES = {
 }
 
 
+def at_least(name: str, value: float, minimum: float) -> None:
+    """Raise a ValueError naming the option if `value` < `minimum`."""
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
 @dataclass
 class ModelOutput:
     """What `forward` returns: the loss to minimise and named scalar metrics."""
@@ -76,6 +82,8 @@ class MultimodalVAE(nn.Module):
         super().__init__()
         if len({m.name for m in modalities}) != len(modalities):
             raise ValueError("modality names must be unique")
+        if len(modalities) < 2:
+            raise ValueError(f"{type(self).__name__} needs at least two modalities")
         if prior_scale not in PRIOR_SCALES:
             raise ValueError(f"unknown prior_scale {prior_scale!r}{nearest(prior_scale, list(PRIOR_SCALES))}")
         self.modalities = {m.name: m for m in modalities}

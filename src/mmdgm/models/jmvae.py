@@ -109,8 +109,6 @@ class JMVAE(MultimodalVAE):
                 f"unimodal experts are Gaussian), got prior {self.prior_cls.__name__}, "
                 f"posterior {self.posterior_cls.__name__}"
             )
-        if len(self.modalities) < 2:
-            raise ValueError("JMVAE needs at least two modalities")
         if alpha < 0 or joint_hidden < 1:
             raise ValueError(f"JMVAE needs alpha >= 0 and joint_hidden >= 1, got {alpha}, {joint_hidden}")
         self.alpha = alpha

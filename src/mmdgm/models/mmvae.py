@@ -10,7 +10,7 @@ from torch import Tensor
 
 from mmdgm.batch import Batch
 from mmdgm.distributions import MixtureOfExperts
-from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, chunked_log_mean_weight
+from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, at_least, chunked_log_mean_weight
 from mmdgm.objectives import dreg, dreg_mixture, elbo, iwae
 from mmdgm.registry import nearest
 
@@ -85,10 +85,7 @@ class MMVAE(MultimodalVAE):
         super().__init__(*args, **kwargs)
         if objective not in SURROGATES:
             raise ValueError(f"unknown MMVAE objective {objective!r}{nearest(objective, list(SURROGATES))}")
-        if len(self.modalities) < 2:
-            raise ValueError("MMVAE needs at least two modalities")
-        if K < 1:
-            raise ValueError(f"K must be >= 1, got {K}")
+        at_least("K", K, 1)
         self.K = K
         self.objective = objective
 

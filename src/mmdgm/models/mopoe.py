@@ -10,7 +10,7 @@ from torch import Tensor
 from mmdgm.batch import Batch, BatchError
 from mmdgm.distributions import MixtureOfExperts, Normal
 from mmdgm.distributions.product import product_of_gaussians
-from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, chunked_log_mean_weight
+from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, at_least, chunked_log_mean_weight
 from mmdgm.models.mmvae import tight
 from mmdgm.models.mvae import require_gaussian, unimodal_experts
 from mmdgm.objectives.estimators import stratum_mean
@@ -53,12 +53,8 @@ class MoPoE(MultimodalVAE):
     def __init__(self, *args, K: int = 1, beta: float = 1.0, prior_expert: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         require_gaussian(self, "MoPoE")
-        if len(self.modalities) < 2:
-            raise ValueError("MoPoE needs at least two modalities")
-        if K < 1:
-            raise ValueError(f"K must be >= 1, got {K}")
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
+        at_least("K", K, 1)
+        at_least("beta", beta, 0)
         self.K = K
         self.beta = beta
         self.prior_expert = prior_expert

@@ -10,7 +10,7 @@ from torch import Tensor
 from mmdgm.batch import Batch
 from mmdgm.distributions import Normal
 from mmdgm.distributions.product import product_of_gaussians
-from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, chunked_log_mean_weight
+from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, at_least, chunked_log_mean_weight
 from mmdgm.objectives.estimators import log_mean_exp
 
 
@@ -58,10 +58,7 @@ class MVAE(MultimodalVAE):
     def __init__(self, *args, K: int = 1, annealing_steps: int = 0, n_subsets: int = 1, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         require_gaussian(self, "MVAE")
-        if len(self.modalities) < 2:
-            raise ValueError("MVAE needs at least two modalities")
-        if K < 1:
-            raise ValueError(f"K must be >= 1, got {K}")
+        at_least("K", K, 1)
         if annealing_steps < 0 or n_subsets < 0:
             raise ValueError(f"annealing_steps and n_subsets must be >= 0, got {annealing_steps}, {n_subsets}")
         self.K = K
