@@ -116,7 +116,9 @@ def test_cross_proposal_bound_tightens_with_K():
 
 class HashNormal(Normal):
     """Normal whose k-th draw (counted per object) is a fixed function of (k, loc): the same
-    draws whatever the chunking over samples or the batching over rows."""
+    draws whatever the chunking over samples or the batching over rows. The hash reads loc
+    rounded to 1e-6, so that the last-bit differences of batch-size-dependent matmul kernels
+    (which the hash would amplify a million-fold) do not change the draws."""
 
     def __init__(self, loc, scale):
         super().__init__(loc, scale)
@@ -126,7 +128,8 @@ class HashNormal(Normal):
         k = torch.arange(self.drawn, self.drawn + shape[0], dtype=F64).view(-1, *([1] * self.loc.dim()))
         self.drawn += shape[0]
         d = torch.arange(self.loc.shape[-1], dtype=F64)
-        u = torch.frac(torch.sin(k * 12.9898 + d * 78.233 + self.loc * 37.719).abs() * 43758.5453)
+        key = torch.round(self.loc * 1e6) * 1e-6
+        u = torch.frac(torch.sin(k * 12.9898 + d * 78.233 + key * 37.719).abs() * 43758.5453)
         return math.sqrt(2) * torch.erfinv((2 * u - 1).clamp(-1 + 1e-12, 1 - 1e-12))
 
 

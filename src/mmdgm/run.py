@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
 import yaml
 
 from mmdgm.config import Config, build, load_config
@@ -14,7 +15,7 @@ from mmdgm.models.base import MultimodalVAE
 from mmdgm.models.factory import build_model
 from mmdgm.runtime import configure
 from mmdgm.train.checkpoint import load_checkpoint
-from mmdgm.train.trainer import FINAL, Trainer
+from mmdgm.train.trainer import CHECKPOINT, FINAL, Trainer, init_seed
 
 log = logging.getLogger("mmdgm")
 
@@ -25,10 +26,13 @@ def load_dataset(config: Config, split: str) -> MultimodalDataset:
 
 
 def make_trainer(config: Config, run_dir: Path) -> Trainer:
+    """Datasets, a model initialised from the config's seed alone, and the trainer."""
     configure(config.train)
     train_set, test_set = load_dataset(config, "train"), load_dataset(config, "test")
     log.info("dataset %s: %d train / %d test rows", config.data.name, len(train_set), len(test_set))
-    model = build_model(config.model, train_set.shapes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed(config.train.seed))
+        model = build_model(config.model, train_set.shapes)
     return Trainer(model, train_set, test_set, config, run_dir)
 
 
@@ -63,7 +67,7 @@ def load_run(run_dir: Path) -> tuple[Config, MultimodalVAE, MultimodalDataset]:
     test_set = load_dataset(config, "test")
     model = build_model(config.model, test_set.shapes)
     final = Path(run_dir) / FINAL
-    state = load_checkpoint(final) if final.exists() else load_checkpoint(Path(run_dir) / "checkpoint.pt")["model"]
+    state = load_checkpoint(final) if final.exists() else load_checkpoint(Path(run_dir) / CHECKPOINT)["model"]
     model.load_state_dict(state)
     model.eval()
     return config, model, test_set

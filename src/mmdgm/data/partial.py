@@ -12,16 +12,15 @@
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from mmdgm.data.base import MultimodalDataset
 from mmdgm.registry import nearest
+from mmdgm.seeds import derived_seed
 
 # name -> (argument, modality names, number of unpaired rows) -> (M, n) presence of each modality
 SchemeFn = Callable[[str, list[str], int], Tensor]
@@ -102,11 +101,6 @@ def restrict_sources(labels_a: Tensor, labels_b: Tensor, fraction: float, seed: 
         raise ValueError(f"unimodal_fraction must lie in (0, 1], got {fraction}")
     g = torch.Generator().manual_seed(seed)
     return class_fraction(labels_a.long(), fraction, g), class_fraction(labels_b.long(), fraction, g)
-
-
-def derived_seed(seed: int, purpose: str) -> int:
-    """A seed for one purpose, independent of the pairing's stream drawn from `seed`."""
-    return int(np.random.SeedSequence([seed, zlib.crc32(purpose.encode())]).generate_state(1)[0])
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""Atomic checkpoint files: written to a temporary file, then renamed into place."""
+"""Atomic checkpoint files (temporary file, fsync, rename) and the training checkpoint format.
+
+A training checkpoint is a dict of tensors and plain values marked with `FORMAT` and
+`VERSION`; it carries the run's config so that a checkpoint from another run is refused.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+FORMAT = "mmdgm-training-checkpoint"
+VERSION = 2
+TRAINING_KEYS = (
+    "config", "model", "optimizer", "rng", "epoch", "step", "global_step", "log_window", "log_bytes",
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be used; the message names the file and the problem."""
 
 
 def atomic_write_bytes(path: Path, write) -> None:
@@ -34,11 +48,55 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path) -> Any:
     """Load a checkpoint with `weights_only=True`; a missing or corrupt file is a clear error."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for damaged files
-        raise ValueError(f"checkpoint {path} is corrupt or not a mmdgm checkpoint: {e}") from e
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt, truncated or not a mmdgm checkpoint: {type(e).__name__}: {e}"
+        ) from e
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> {dotted.key: leaf}."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def config_differences(a: dict, b: dict) -> list[str]:
+    """`key: a != b` for every dotted key whose value differs between two config dicts."""
+    fa, fb = flatten(a), flatten(b)
+    return [f"{k}: {fa.get(k, '<absent>')!r} != {fb.get(k, '<absent>')!r}" for k in sorted(fa.keys() | fb.keys())
+            if fa.get(k, "<absent>") != fb.get(k, "<absent>")]
+
+
+def load_training_checkpoint(path: Path, config: dict) -> dict[str, Any]:
+    """The training state in `path`, checked to be a complete checkpoint of a run with `config`."""
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        weights = isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())
+        what = "bare model weights (like model.pt)" if weights else f"a {type(state).__name__} without the format mark"
+        raise CheckpointError(f"{path} is not a mmdgm training checkpoint: it holds {what}")
+    if state.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint version {state.get('version')!r}; this mmdgm reads version {VERSION} only"
+        )
+    missing = [k for k in TRAINING_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is incomplete: it lacks {missing}")
+    differences = config_differences(state["config"], config)
+    if differences:
+        shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
+        raise CheckpointError(
+            f"{path} was written by a run with another config than this run's config.yaml "
+            f"(checkpoint != run): {shown}"
+        )
+    return state
