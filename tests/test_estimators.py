@@ -578,3 +578,36 @@ def test_dreg_mixture_is_finite_for_widely_separated_strata():
     comps = torch.stack([-(base - c).square().sum(-1) * 50 for c in (0.0, 3.0)]).detach()
     dreg_mixture(lw, z, comps).sum().backward()
     assert torch.isfinite(base.grad).all()
+
+
+def _sharp_mixture_grads(estimator: str, x: float, R: int = 20_000, K: int = 5, seed: int = 0):
+    """Per-draw location gradients (R, 2) of MMVAE's stratified bound in a sharp 1-D problem:
+    p(z) = N(0, 1), p(x | z) = N(z, 1/400), experts q_1 = N(0, 0.5), q_2 = N(1, 0.3). Samples
+    of the far expert sit a hundred nats or more below their stratum's best, so c/w~ exceeds
+    e^80 for a few percent of them (the clamp that biased `dreg_mixture` before)."""
+    mu = torch.tensor([0.0, 1.0], dtype=DTYPE).repeat(R, 1).requires_grad_()
+    log_s = torch.tensor([0.5, 0.3], dtype=DTYPE).log().repeat(R, 1).requires_grad_()
+    eps = torch.randn(2, K, R, 1, generator=torch.Generator().manual_seed(seed), dtype=DTYPE)
+    base = mu.T[:, None, :, None] + log_s.exp().T[:, None, :, None] * eps  # (S, K, R, 1)
+    z = base.view_as(base)
+
+    def log_q(t: torch.Tensor, detach: bool) -> torch.Tensor:
+        m, s = (mu.detach(), log_s.exp().detach()) if detach else (mu, log_s.exp())
+        return torch.stack([torch.distributions.Normal(m[:, j], s[:, j]).log_prob(t[..., 0]) for j in range(2)])
+
+    zz = z[..., 0]
+    normal = torch.distributions.Normal
+    log_joint = normal(0.0, 1.0).log_prob(zz) + normal(zz, 400.0**-0.5).log_prob(torch.tensor(x, dtype=DTYPE))
+    lw = log_joint - (torch.logsumexp(log_q(z, estimator != "iwae"), 0) - math.log(2))
+    value = iwae(lw) if estimator == "iwae" else dreg_mixture(lw, z, log_q(base, True))
+    value.sum().backward()
+    return mu.grad
+
+
+@pytest.mark.parametrize("x", [-1.0, 0.0])
+def test_dreg_mixture_is_unbiased_when_strata_are_hundreds_of_nats_apart(x):
+    """Audit case: with log(c/w~) clamped at 80 the location gradient was 7-10 SE off the
+    IWAE gradient here; computed exactly it is within 5 SE (20,000 paired draws, K = 5)."""
+    d = _sharp_mixture_grads("dreg_mixture", x) - _sharp_mixture_grads("iwae", x)
+    m, se = mean_se(d)
+    assert (m.abs() < Z * se).all(), m / se

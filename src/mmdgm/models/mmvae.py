@@ -11,7 +11,7 @@ from torch import Tensor
 from mmdgm.batch import Batch
 from mmdgm.distributions import MixtureOfExperts
 from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, at_least, chunked_log_mean_weight
-from mmdgm.objectives import dreg, dreg_mixture, elbo, iwae
+from mmdgm.objectives import dreg, dreg_mixture, elbo, iwae, iwae_stl
 from mmdgm.registry import nearest
 
 
@@ -54,11 +54,12 @@ def tight_iwae(lw: Tensor, strata_mask: Tensor) -> Tensor:
 SURROGATES = {
     "dreg": lambda s: dreg_mixture(s.lw, s.z, s.q.component_log_probs(s.base), s.mask),
     "dreg_naive": lambda s: dreg(s.lw, s.z, s.mask),
+    "stl_looser": lambda s: iwae_stl(s.lw, s.mask),
     "iwae": lambda s: iwae(s.lw, s.mask),
     "iwae_tight": lambda s: tight_iwae(s.lw, s.mask),
     "elbo": lambda s: elbo(s.lw, s.mask),
 }
-DETACHED_Q = ("dreg", "dreg_naive")
+DETACHED_Q = ("dreg", "dreg_naive", "stl_looser")
 
 
 @MODELS.register("mmvae")
@@ -68,13 +69,15 @@ class MMVAE(MultimodalVAE):
     Every modality's K samples are decoded by every decoder. Log-weights of the samples
     of stratum r (paper eq. 3, official code):
         lw_r = log p(z) + sum_d s_d log p(x_d | z) - log (1/M) sum_m q(z | x_m),  z ~ q(z | x_r).
-    Objectives (`objective`):
-        "dreg"        looser IWAE of eq. (3) (the published setting) with DReG gradients
-                      corrected for the mixture proposal (`dreg_mixture`): unbiased for
-                      every K, ~10x lower encoder-gradient variance than IWAE;
-        "dreg_naive"  the same bound with Tucker et al.'s per-stratum w~^2 rule, as the paper
-                      describes it; biased for K > 1 under the stratified mixture;
-        "iwae"        looser IWAE of eq. (3) with plain reparameterised gradients;
+    Objectives (`objective`), all but the last two on the looser IWAE bound of eq. (3);
+    they differ in the encoder gradient (docs/objectives.md compares them):
+        "dreg"        DReG corrected for the mixture proposal (`dreg_mixture`): unbiased;
+        "dreg_naive"  Tucker et al.'s per-stratum w~^2 rule, as the paper describes it;
+                      biased for K > 1 under the stratified mixture;
+        "stl_looser"  the w~-weighted path gradient without score term (`iwae_stl`): what
+                      the official code's `m_dreg_looser` actually trains with, i.e. the
+                      gradient behind every published MMVAE number; biased for K > 1;
+        "iwae"        plain reparameterised gradients;
         "iwae_tight"  one IWAE over all M*K samples (the tight bound, used at test time);
         "elbo"        the stratified MoE ELBO (left side of the inequality after eq. 3).
     With partially observed samples the mixture, the strata and the likelihood terms run

@@ -7,7 +7,8 @@ from mmdgm.objectives.estimators import (
     dreg_mixture,
     elbo,
     iwae,
+    iwae_stl,
     log_mean_exp,
 )
 
-__all__ = ["ESTIMATORS", "cubo", "dreg", "dreg_mixture", "elbo", "iwae", "log_mean_exp"]
+__all__ = ["ESTIMATORS", "cubo", "dreg", "dreg_mixture", "elbo", "iwae", "iwae_stl", "log_mean_exp"]

@@ -51,6 +51,22 @@ def cubo(lw: Tensor, strata_mask: Tensor | None = None, n: float = 2.0) -> Tenso
     return stratum_mean(log_mean_exp(n * lw, 1) / n, strata_mask)
 
 
+def iwae_stl(lw: Tensor, strata_mask: Tensor | None = None) -> Tensor:
+    """'Sticking the landing' IWAE surrogate (Roeder et al. 2017; Tucker et al. 2019 §2):
+    sum_k w~_k lw_k per stratum, w~ = softmax_k(lw) without gradient.
+
+    With `lw` computed with the encoder's parameters detached in log q, decoders and prior
+    get the IWAE gradient sum_k w~_k dlw_k, and encoders only the path gradient
+    sum_k w~_k (dlw_k/dz)(dz_k/dphi): the score term is dropped, which is unbiased for K = 1
+    and biased for K > 1. This is the gradient the official MMVAE code trains with in its
+    `m_dreg_looser` objective (its DReG hook sits on a tensor outside the loss graph), so
+    every published MMVAE number was produced with it. The value is not the bound.
+    """
+    with torch.no_grad():
+        w = torch.softmax(lw, dim=1)
+    return stratum_mean((w * lw).sum(1), strata_mask)
+
+
 def dreg(lw: Tensor, z: Tensor, strata_mask: Tensor | None = None) -> Tensor:
     """Doubly reparameterised IWAE surrogate (Tucker et al. 2019, eq. 5; MMVAE App. C).
 
@@ -80,7 +96,7 @@ def dreg(lw: Tensor, z: Tensor, strata_mask: Tensor | None = None) -> Tensor:
 def dreg_mixture(
     lw: Tensor, z: Tensor, log_q_components: Tensor, strata_mask: Tensor | None = None
 ) -> Tensor:
-    """DReG for MMVAE's stratified mixture bound (eq. 3), unbiased for every K.
+    """DReG for MMVAE's stratified mixture bound (eq. 3), unbiased for every K (see Precision).
 
     Stratum s draws z_sk ~ q_s but weighs against the mixture q_mix = (1/S) sum_m q_m.
     The score term -sum_k w~_sk d/dphi log q_mix(z_sk) is then not the one Tucker et al.'s
@@ -102,6 +118,13 @@ def dreg_mixture(
             than `z` (e.g. the tensor `z` is a view of), so that its gradient is not rescaled.
         strata_mask: (S, B) observed strata; responsibilities run over observed ones only.
     Returns (B,) whose value is sum_k w~ lw (as `dreg`) and whose gradient is the above.
+
+    Precision: the hook multiplies the w~ dlw/dz that reaches z by (w~ - c)/w~, with c/w~
+    computed in log space (finite whatever w~). The result is exact to rounding wherever w~
+    is a normal float (lw within ~87 nats of its stratum's log-sum-exp in float32, ~708 in
+    float64), loses precision gradually where w~ is subnormal, and drops the -c dlw/dz term
+    of a sample whose w~ is exactly 0 (more than ~103 / ~745 nats below). How often that
+    happens in training is measured by `benchmarks/dreg_precision.py`.
     """
     S, K, B = lw.shape
     if log_q_components.shape != (S, S, K, B):
@@ -121,18 +144,20 @@ def dreg_mixture(
         log_rest = torch.logsumexp(slots.masked_fill(others, -math.inf), 2)  # [m, k]
         log_denominator = torch.logaddexp(log_rest[:, None], lwd[None])  # [m, j, k]
         F = torch.exp(lwd[None] - log_denominator)
-        # c / w~ in log space: log r + log(1 - F) + log(F / w~), bounded so that the scale
-        # stays finite; where w~ underflows in float32 the -c dlw/dz part of that sample is
-        # lost (docs/objectives.md: limitations)
+        # log(c / w~) = logsumexp_m [log r_m + log(1 - F_m) + log(F_m / w~)], finite even where
+        # w~ underflows; the hook turns the w~ dlw/dz reaching z into (w~ - c) dlw/dz
         log_c_over_w = torch.logsumexp(
             log_r.detach() + (log_rest[:, None] - log_denominator) + (lse[None, :, None] - log_denominator), 0
         )
-        scale = 1 - torch.exp(log_c_over_w.clamp(max=80.0))
+        # clamped only where w~ is exactly 0 (there c/w~ > finfo.max^2), so that 0 * half stays 0
+        half = torch.exp(log_c_over_w.clamp(max=2 * math.log(torch.finfo(lw.dtype).max)) / 2)
     extra = (None,) * (z.dim() - lw.dim())
-    z.register_hook(lambda grad: grad * scale[(...,) + extra])
+    z.register_hook(lambda grad: grad - (grad * half[(...,) + extra]) * half[(...,) + extra])
     score = (F * torch.exp(log_r)).sum(0)
     per_sample = w * lw - (score - score.detach())
     return stratum_mean(per_sample.sum(1), strata_mask)
 
 
-ESTIMATORS = {"elbo": elbo, "iwae": iwae, "dreg": dreg, "dreg_mixture": dreg_mixture, "cubo": cubo}
+ESTIMATORS = {
+    "elbo": elbo, "iwae": iwae, "iwae_stl": iwae_stl, "dreg": dreg, "dreg_mixture": dreg_mixture, "cubo": cubo,
+}
