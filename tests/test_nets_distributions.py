@@ -7,8 +7,11 @@ import math
 import pytest
 import torch
 
+from mmdgm import Batch, Modality
 from mmdgm.distributions import SCALES, Laplace, Normal
+from mmdgm.models import MODELS
 from mmdgm.nets import DECODERS, ENCODERS
+from mmdgm.nets.layers import ACTIVATIONS
 
 
 @pytest.mark.parametrize("name,shape", [("mnist-mlp", (1, 28, 28)), ("svhn-conv", (3, 32, 32)), ("mlp", (7,))])
@@ -88,3 +91,23 @@ def test_fused_laplace_log_prob_sum_gradients():
     got = Laplace(loc, 0.75).log_prob_sum(x, 2)
     want = torch.distributions.Laplace(loc, 0.75).log_prob(x).sum((-2, -1))
     torch.testing.assert_close(got, want)
+
+
+def layer_sizes(net: torch.nn.Module) -> list[tuple[int, int] | str]:
+    """(in, out) of each linear layer and the name of each activation, in order."""
+    kinds = (torch.nn.Linear, *ACTIVATIONS.values())
+    layers = [m for m in net.modules() if isinstance(m, kinds)]
+    return [(m.in_features, m.out_features) if isinstance(m, torch.nn.Linear) else type(m).__name__ for m in layers]
+
+
+def test_generic_mlp_without_hidden_layers_is_linear_and_trains():
+    enc, dec = ENCODERS.get("mlp")((7,), 3, hidden=[]), DECODERS.get("mlp")((7,), 3, hidden=[])
+    assert layer_sizes(enc) == [(7, 3), (7, 3)] and layer_sizes(dec) == [(3, 7)]
+    torch.manual_seed(0)
+    mods = [Modality(n, (7,), kind="vector", net_options={"hidden": []}) for n in "ab"]
+    model = MODELS.get("mmvae")(mods, 3, K=2)
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model(Batch({"a": torch.randn(5, 7), "b": torch.randn(5, 7)})).loss.backward()
+    opt.step()
+    assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()) if p.requires_grad)

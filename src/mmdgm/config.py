@@ -1,12 +1,14 @@
 """Strict, typed run configurations loaded from YAML.
 
 Every section is a dataclass; an unknown key is an error that names the key, its place
-and the nearest valid key. `key=value` overrides use dotted paths (`train.epochs=2`).
+and the nearest valid key, and so is a value out of its field's range (`at_least`,
+`positive`). `key=value` overrides use dotted paths (`train.epochs=2`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import operator
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +25,28 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid."""
 
 
+BOUNDS = {">=": operator.ge, ">": operator.gt}
+
+
+def at_least(minimum: int, default: int | None) -> Any:
+    """A dataclass field whose value, unless None, must be >= `minimum`."""
+    return field(default=default, metadata={"bound": (">=", minimum)})
+
+
+def positive(default: float | None) -> Any:
+    """A dataclass field whose value, unless None, must be > 0."""
+    return field(default=default, metadata={"bound": (">", 0)})
+
+
+def check_bound(f: dataclasses.Field, value: Any, where: str) -> None:
+    """Raise a ConfigError naming `where` if `value` is outside the range of field `f`."""
+    if value is None or "bound" not in f.metadata:
+        return
+    op, limit = f.metadata["bound"]
+    if not BOUNDS[op](value, limit):
+        raise ConfigError(f"{where} must be {op} {limit}, got {value}")
+
+
 @dataclass
 class ModalityConfig:
     """Model-side settings of one modality (its shape comes from the dataset)."""
@@ -30,9 +54,11 @@ class ModalityConfig:
     encoder: str = "mlp"
     decoder: str = "mlp"
     likelihood: str = "laplace"
-    likelihood_scale: float = 0.75
-    llik_scale: float = 1.0
-    net_options: dict[str, Any] = field(default_factory=dict)
+    likelihood_scale: float = positive(0.75)
+    llik_scale: float = positive(1.0)
+    net_options: dict[str, Any] = field(default_factory=dict)  # both networks
+    encoder_options: dict[str, Any] = field(default_factory=dict)  # over net_options, encoder only
+    decoder_options: dict[str, Any] = field(default_factory=dict)  # over net_options, decoder only
 
 
 @dataclass
@@ -45,7 +71,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "mmvae"
-    latent_dim: int = 20
+    latent_dim: int = at_least(1, 20)
     prior: str = "laplace"
     posterior: str = "laplace"
     posterior_scale: str = "softmax"
@@ -57,19 +83,19 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float = 1e-3
+    epochs: int = at_least(1, 5)
+    batch_size: int = at_least(1, 128)
+    lr: float = positive(1e-3)
     amsgrad: bool = True
-    seed: int = 1
+    seed: int = at_least(0, 1)
     deterministic: bool = False
-    threads: int | None = None
-    log_every: int = 50
-    checkpoint_every: int = 200
-    grid_size: int = 8
-    grad_clip: float | None = None
+    threads: int | None = at_least(1, None)
+    log_every: int = at_least(1, 50)
+    checkpoint_every: int = at_least(1, 200)
+    grid_size: int = at_least(1, 8)
+    grad_clip: float | None = positive(None)
     tensorboard: bool = False
-    eval_batches: int = 20
+    eval_batches: int = at_least(1, 20)
 
 
 @dataclass
@@ -119,12 +145,14 @@ def build(cls: type, raw: Any, where: str = "config") -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = list(fields)
     kwargs = {}
     for key, value in raw.items():
         if key not in names:
             raise ConfigError(f"unknown config key {where}.{key}{nearest(str(key), names)}; valid keys: {names}")
         kwargs[key] = _check_type(value, hints[key], f"{where}.{key}")
+        check_bound(fields[key], kwargs[key], f"{where}.{key}")
     return cls(**kwargs)
 
 

@@ -21,6 +21,7 @@ class Modality:
         encoder / decoder: network names in `mmdgm.nets.NETWORKS`.
         likelihood_scale: fixed scale of the output distribution (0.75 in MMVAE).
         net_options: keyword options passed to both networks (e.g. hidden sizes).
+        encoder_options / decoder_options: options of one network, merged over `net_options`.
     """
 
     name: str
@@ -32,6 +33,8 @@ class Modality:
     decoder: str = "mlp"
     likelihood_scale: float = 0.75
     net_options: dict[str, Any] = field(default_factory=dict)
+    encoder_options: dict[str, Any] = field(default_factory=dict)
+    decoder_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -43,6 +46,16 @@ class Modality:
         if self.likelihood_scale <= 0 or self.llik_scale <= 0:
             raise ValueError(f"modality {self.name!r}: likelihood scales must be positive")
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+
+    @property
+    def encoder_kwargs(self) -> dict[str, Any]:
+        """Keyword options of the encoder network: `net_options` updated by `encoder_options`."""
+        return {**self.net_options, **self.encoder_options}
+
+    @property
+    def decoder_kwargs(self) -> dict[str, Any]:
+        """Keyword options of the decoder network: `net_options` updated by `decoder_options`."""
+        return {**self.net_options, **self.decoder_options}
 
     @property
     def numel(self) -> int:

@@ -93,10 +93,10 @@ class MultimodalVAE(nn.Module):
         self.scale_fn = SCALES.get(posterior_scale)
         self.prior_scale_fn = PRIOR_SCALES[prior_scale]
         self.encoders = nn.ModuleDict(
-            {m.name: ENCODERS.get(m.encoder)(m.shape, latent_dim, **m.net_options) for m in modalities}
+            {m.name: ENCODERS.get(m.encoder)(m.shape, latent_dim, **m.encoder_kwargs) for m in modalities}
         )
         self.decoders = nn.ModuleDict(
-            {m.name: DECODERS.get(m.decoder)(m.shape, latent_dim, **m.net_options) for m in modalities}
+            {m.name: DECODERS.get(m.decoder)(m.shape, latent_dim, **m.decoder_kwargs) for m in modalities}
         )
         self.lik_cls = {m.name: DISTRIBUTIONS.get(m.likelihood) for m in modalities}
         self.register_buffer("prior_loc", torch.zeros(latent_dim))

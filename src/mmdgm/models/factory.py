@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
-from mmdgm.config import ConfigError, ModelConfig
+from mmdgm.config import ConfigError, ModalityConfig, ModelConfig
 from mmdgm.modalities import Modality
 from mmdgm.models.base import MODELS, MultimodalVAE
+from mmdgm.nets import DECODERS, ENCODERS
 from mmdgm.registry import nearest
 
 
@@ -15,6 +17,28 @@ def model_options(cls: type) -> list[str]:
     base = set(inspect.signature(MultimodalVAE.__init__).parameters)
     own = inspect.signature(cls.__init__).parameters
     return [n for n, p in own.items() if n not in base and p.kind is p.KEYWORD_ONLY]
+
+
+def network_options(builder: Callable) -> list[str] | None:
+    """Keyword options a network builder accepts beyond (shape, latent_dim); None: any."""
+    params = list(inspect.signature(builder).parameters.values())[2:]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def check_network_options(where: str, m: ModalityConfig) -> None:
+    """Every option given to a modality's encoder or decoder must be one its builder accepts."""
+    for part, registry in (("encoder", ENCODERS), ("decoder", DECODERS)):
+        name = getattr(m, part)
+        allowed = network_options(registry.get(name))
+        for section in ("net_options", f"{part}_options"):
+            for key in getattr(m, section):
+                if allowed is not None and key not in allowed:
+                    raise ConfigError(
+                        f"unknown config key {where}.{section}.{key}{nearest(key, allowed)}; "
+                        f"{part} {name!r} accepts {allowed}"
+                    )
 
 
 def build_model(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]]) -> MultimodalVAE:
@@ -31,6 +55,8 @@ def build_model(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]]) -> Multimo
     for key in cfg.options:
         if key not in allowed:
             raise ConfigError(f"unknown config key model.options.{key}{nearest(key, allowed)}; {cfg.name} accepts {allowed}")
+    for n, m in cfg.modalities.items():
+        check_network_options(f"model.modalities.{n}", m)
     modalities = [
         Modality(
             name=n,
@@ -42,6 +68,8 @@ def build_model(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]]) -> Multimo
             decoder=m.decoder,
             likelihood_scale=m.likelihood_scale,
             net_options=m.net_options,
+            encoder_options=m.encoder_options,
+            decoder_options=m.decoder_options,
         )
         for n, m in cfg.modalities.items()
     ]

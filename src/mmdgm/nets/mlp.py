@@ -13,13 +13,14 @@ OUTPUTS = {"sigmoid": ClampedSigmoid, "identity": nn.Identity}
 
 
 class MLPEncoder(nn.Module):
-    """Flatten -> hidden layers -> two linear heads (loc, raw scale)."""
+    """Flatten -> hidden layers (none: a linear encoder) -> two linear heads (loc, raw scale)."""
 
     def __init__(self, shape: tuple[int, ...], latent_dim: int, hidden: list[int], act: str) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Flatten(), mlp([math.prod(shape), *hidden], act, final_act=True))
-        self.loc = nn.Linear(hidden[-1], latent_dim)
-        self.raw_scale = nn.Linear(hidden[-1], latent_dim)
+        sizes = [math.prod(shape), *hidden]
+        self.body = nn.Sequential(nn.Flatten(), mlp(sizes, act, final_act=True))
+        self.loc = nn.Linear(sizes[-1], latent_dim)
+        self.raw_scale = nn.Linear(sizes[-1], latent_dim)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self.body(x)
@@ -49,7 +50,7 @@ def mnist_decoder(shape: tuple[int, ...], latent_dim: int, hidden: int = 400) ->
 def generic_encoder(
     shape: tuple[int, ...], latent_dim: int, hidden: tuple[int, ...] = (512, 256), act: str = "relu"
 ) -> nn.Module:
-    """Generic MLP encoder for vectors (e.g. CUB features: hidden=(1024, 512, 256), act=elu)."""
+    """Generic MLP encoder for vectors (e.g. CUB features: hidden=(1024, 512, 256), act=elu; hidden=() is linear)."""
     return MLPEncoder(shape, latent_dim, list(hidden), act)
 
 
@@ -61,5 +62,5 @@ def generic_decoder(
     act: str = "relu",
     output: str = "identity",
 ) -> nn.Module:
-    """Generic MLP decoder; `output` is "identity" or "sigmoid" (clamped)."""
+    """Generic MLP decoder (hidden=() is linear); `output` is "identity" or "sigmoid" (clamped)."""
     return mlp_decoder(shape, latent_dim, list(hidden), act, output)
