@@ -23,7 +23,7 @@ class JointEncoder(nn.Module):
     def __init__(self, modalities: list[Modality], latent_dim: int, hidden: int) -> None:
         super().__init__()
         self.features = nn.ModuleDict(
-            {m.name: ENCODERS.get(m.encoder)(m.shape, latent_dim, **m.net_options) for m in modalities}
+            {m.name: ENCODERS.get(m.encoder)(m.shape, latent_dim, **m.encoder_kwargs) for m in modalities}
         )
         self.body = mlp([2 * latent_dim * len(modalities), hidden], final_act=True)
         self.loc = nn.Linear(hidden, latent_dim)
