@@ -6,11 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from torch import Tensor, nn
 
+from mmdgm.cli import parser
 from mmdgm.config import load_config
 from mmdgm.data import DATASETS, MultimodalDataset
 from mmdgm.evaluate import METRICS, EvalContext
@@ -163,8 +167,9 @@ def test_oracle_model_is_perfectly_coherent(names, tmp_path):
     ctx = context(StubModel(prototypes), prototypes, tmp_path)
     cross = METRICS.get("cross_coherence")(ctx)
     expected_keys = {pair_key(s, t) for s, t in source_subsets(names)}
-    assert set(cross) == expected_keys | {"n"}
+    assert set(cross) == expected_keys | {"rows", "n"}
     assert all(cross[k] == 1.0 for k in expected_keys)
+    assert cross["rows"] == dict.fromkeys(expected_keys, 500)
     synergy = METRICS.get("synergy_coherence")(ctx)
     assert {k: synergy[k] for k in names + ["all"]} == dict.fromkeys(names + ["all"], 1.0)
     assert METRICS.get("joint_coherence")(ctx, n=1000)["joint_coherence"] == 1.0
@@ -184,6 +189,31 @@ def test_input_ignoring_decoders_give_chance_cross_coherence(tmp_path):
     synergy = METRICS.get("synergy_coherence")(context(half, prototypes, tmp_path, test_set))
     assert synergy["a"] == 1.0
     assert synergy["b"] == synergy["all"] == pytest.approx(float((test_set.labels == 7).double().mean()), abs=1e-12)
+
+
+def test_partially_observed_rows_count_where_their_sources_are_observed(tmp_path):
+    """40 rows labelled r % 10; a observed on rows 0-29, b on 15-39, c on even rows; decoder
+    c always renders class 6, a and b the input's class. Batches of 16 mix the patterns."""
+    names = ["a", "b", "c"]
+    prototypes = make_prototypes(names)
+    labels = torch.arange(40) % CLASSES
+    rows = torch.arange(40)
+    mask = {"a": rows < 30, "b": rows >= 15, "c": rows % 2 == 0}
+    test_set = MultimodalDataset({m: p[labels] for m, p in prototypes.items()}, labels, mask=mask)
+    model = StubModel(prototypes, render={"c": lambda c: torch.full_like(c, 6)})
+    ctx = context(model, prototypes, tmp_path, test_set)
+    ctx.batch_size = 16
+    cross = METRICS.get("cross_coherence")(ctx)
+    # (rows observing the sources, correct generations): c is right on label-6 rows only
+    expected = {
+        "a->b": (30, 30), "a->c": (30, 3), "b->a": (25, 25), "b->c": (25, 3), "c->a": (20, 20),
+        "c->b": (20, 20), "{a,b}->c": (15, 2), "{a,c}->b": (15, 15), "{b,c}->a": (12, 12),
+    }
+    assert cross["rows"] == {k: n for k, (n, _) in expected.items()} and cross["n"] == 40
+    assert {k: cross[k] for k in expected} == {k: hit / n for k, (n, hit) in expected.items()}
+    synergy = METRICS.get("synergy_coherence")(ctx)  # rows 16, 18, ..., 28 observe all three
+    assert synergy["rows"] == {"a": 7, "b": 7, "c": 7, "all": 7}
+    assert (synergy["a"], synergy["b"], synergy["c"], synergy["all"]) == (1.0, 1.0, 2 / 7, 2 / 7)
 
 
 def test_joint_coherence_counts_agreement(tmp_path):
@@ -334,10 +364,41 @@ def test_train_reload_floor_and_missing(tmp_path):
 
 
 def test_cli_command_prints_one_json_line_per_modality(tmp_path, capsys):
-    cmd_classifiers_train(argparse.Namespace(dataset="tiny-repaired", root=str(tmp_path), epochs=1, seed=0))
+    cmd_classifiers_train(argparse.Namespace(dataset="tiny-repaired", root=str(tmp_path), epochs=1, seed=0, option=[]))
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["modality"] for line in lines] == ["img", "vec"]
     assert all(0.0 <= line["test_accuracy"] <= 1.0 for line in lines)
+
+
+def test_store_is_keyed_by_the_dataset_options(tmp_path, capsys):
+    """Classifiers trained for n_rows=60 (CLI --option) live in their own store and are
+    loaded for those options only; the error names the exact command for the others."""
+    fewer, more = {"n_rows": 60}, {"n_rows": 70}
+    stores = [store_dir("tiny-repaired", tmp_path, o) for o in (fewer, more, {})]
+    assert len(set(stores)) == 3 and stores[2] == store_dir("tiny-repaired", tmp_path)
+    assert stores[0].name.startswith("tiny-repaired-") and stores[0] == store_dir("tiny-repaired", tmp_path, fewer)
+    assert store_dir("tiny-repaired", tmp_path, {"n_rows": 80}) == stores[2]  # the builder's default
+    assert store_dir("tiny-repaired", tmp_path, {"n_rows": 60, "x": 1}) == store_dir(
+        "tiny-repaired", tmp_path, {"x": 1, "n_rows": 60}
+    )
+    train = ["classifiers", "train", "--dataset", "tiny-repaired", "--root", str(tmp_path), "--epochs", "1"]
+    cmd_classifiers_train(parser().parse_args([*train, "--option", "n_rows=60"]))
+    paths = [Path(json.loads(line)["path"]) for line in capsys.readouterr().out.splitlines()]
+    assert paths == [stores[0] / "img.pt", stores[0] / "vec.pt"]
+    assert json.loads((stores[0] / "img.json").read_text())["dataset_options"] == fewer
+    assert set(load_classifiers("tiny-repaired", ["img", "vec"], tmp_path, floor=0.0, options=fewer)) == {"img", "vec"}
+    commands = {
+        "n_rows=70": f"`mmdgm classifiers train --dataset tiny-repaired --option n_rows=70 --root {tmp_path}`",
+        "default": f"`mmdgm classifiers train --dataset tiny-repaired --root {tmp_path}`",
+    }
+    for options, command in zip((more, {}), commands.values()):
+        with pytest.raises(MissingClassifierError, match=re.escape(command)):
+            load_classifiers("tiny-repaired", ["img"], tmp_path, floor=0.0, options=options)
+    stores[2].mkdir(parents=True)  # a store trained for other options under the plain name
+    for f in ("img.json", "img.pt"):
+        shutil.copy(stores[0] / f, stores[2] / f)
+    with pytest.raises(MissingClassifierError, match=r"trained with dataset options \{'n_rows': 60\}, not \{\}"):
+        load_classifiers("tiny-repaired", ["img"], tmp_path, floor=0.0)
 
 
 # --- every metric runs on a real MMVAE ----------------------------------------------------
@@ -365,6 +426,6 @@ def test_metrics_run_on_an_mmvae(tmp_path):
         "latent_accuracy": METRICS.get("latent_accuracy")(ctx, n_train=64),
     }
     json.dumps(results)
-    assert set(results["cross_coherence"]) == {"a->b", "b->a", "n"}
+    assert set(results["cross_coherence"]) == {"a->b", "b->a", "rows", "n"}
     assert set(results["latent_accuracy"]) >= {"a", "b", "joint"}
     assert all(0.0 <= results["synergy_coherence"][m] <= 1.0 for m in ("a", "b"))

@@ -4,6 +4,7 @@ brute-force KL integrals, and a model with a known number of uninformative dimen
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -82,6 +83,23 @@ def test_joint_log_likelihood_matches_exact_linear_gaussian():
     assert out["n"] == 16 and out["K"] == 2000
     assert abs(out["log p(u,v)"] - float(exact["u,v"].mean())) < 0.02
     assert out["stderr"]["log p(u,v)"] == pytest.approx(float(exact["u,v"].std() / 4), rel=0.05)
+
+
+def test_joint_log_likelihood_is_unscaled_and_the_scaled_bound_has_its_own_key():
+    """With llik_scale 3 on u, "log p(u,v)" is still the exact log p(x_u, x_v) (partial
+    rows: log p(x_u)), and the scaled training value, far from it, is reported apart."""
+    model, data, exact = linear_gaussian(16)
+    model.modalities["u"] = dataclasses.replace(model.modalities["u"], llik_scale=3.0)
+    present = torch.arange(16) % 4 != 0
+    partial = Float64Dataset(data.sources, data.labels, mask={"v": present})
+    out = METRICS.get("joint_log_likelihood")(context(model, partial), K=2000, chunk=500)
+    truth = float(torch.where(present, exact["u,v"], exact["u"]).mean())
+    assert abs(out["log p(u,v)"] - truth) < 0.02
+    assert out["log p(u,v)"] - out["scaled bound(u,v)"] > 5.0
+    assert set(out["stderr"]) == {"log p(u,v)", "scaled bound(u,v)"}
+    assert model.modalities["u"].llik_scale == 3.0
+    unscaled = METRICS.get("joint_log_likelihood")(context(model, partial), K=50, scaled=False)
+    assert set(unscaled) == {"log p(u,v)", "stderr", "K", "n"}
 
 
 def test_table3_estimates_marginals_and_the_ratio_estimates_the_conditional():

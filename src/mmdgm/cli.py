@@ -187,6 +187,8 @@ def parser() -> argparse.ArgumentParser:
         "small CNN for 32x32 colour, MLP for vectors) and record its test accuracy.",
     )
     ct.add_argument("--dataset", required=True, help="registered dataset name, e.g. synthetic-pairs")
+    ct.add_argument("--option", action="append", default=[], metavar="key=value",
+                    help="dataset option of the runs to score, e.g. unimodal_fraction=0.1 (repeatable)")
     ct.add_argument("--root", help="data directory (default: $MMDGM_DATA_DIR or ~/.cache/mmdgm/data)")
     ct.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
     ct.add_argument("--seed", type=int, default=0, help="seed (default 0)")

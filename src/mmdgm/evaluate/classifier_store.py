@@ -1,15 +1,21 @@
 """Train, cache and load the per-modality classifiers that score coherence (MMVAE §4).
 
-One classifier per modality of a registered dataset, trained on the dataset's unique
-train source examples (a source image that appears in many pairs is seen once per
-epoch) and tested on the test split's unique sources. Files:
-    cache_dir(root)/classifiers/<dataset>/<modality>.pt    state dict (atomic write)
-    cache_dir(root)/classifiers/<dataset>/<modality>.json  accuracy, sizes, architecture
+One classifier per modality of a registered dataset built with given options, trained
+on the dataset's unique train source examples (a source image that appears in many
+pairs is seen once per epoch) and tested on the test split's unique sources. The store
+is keyed by the dataset and its options (`classifier_options`). Files:
+    cache_dir(root)/classifiers/<store>/<modality>.pt    state dict (atomic write)
+    cache_dir(root)/classifiers/<store>/<modality>.json  accuracy, sizes, architecture
+where <store> is the dataset name, followed by "-<hash of the options>" when options
+differ from the builder's defaults.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
+import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from mmdgm.config import parse_overrides
 from mmdgm.data import DATASETS, MultimodalDataset
 from mmdgm.data.paths import cache_dir, data_root
 from mmdgm.evaluate.classifiers import DigitClassifier, accuracy
@@ -56,9 +63,36 @@ def architecture_for(shape: tuple[int, ...]) -> str:
     return IMAGE_ARCHITECTURES[shape]
 
 
-def store_dir(dataset_name: str, root: Path | None = None) -> Path:
-    """Where the classifiers of `dataset_name` are cached."""
-    return cache_dir(root) / "classifiers" / dataset_name
+def classifier_options(dataset_name: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """The dataset options that key the classifiers, sorted: every given option (each may
+    change which source examples the train rows use) except those equal to the builder's
+    default, which build the same data."""
+    params = inspect.signature(DATASETS.get(dataset_name)).parameters
+    return {
+        k: v
+        for k, v in sorted((options or {}).items())
+        if not (k in params and params[k].default == v)
+    }
+
+
+def store_dir(dataset_name: str, root: Path | None = None, options: dict[str, Any] | None = None) -> Path:
+    """Where the classifiers of `dataset_name` built with `options` are cached: the dataset
+    name, plus a short stable hash of `classifier_options` when there are any."""
+    key = classifier_options(dataset_name, options)
+    if not key:
+        return cache_dir(root) / "classifiers" / dataset_name
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    return cache_dir(root) / "classifiers" / f"{dataset_name}-{digest}"
+
+
+def train_command(dataset_name: str, root: Path | None, options: dict[str, Any] | None) -> str:
+    """The `mmdgm classifiers train` command line that trains the store of these arguments."""
+    words = ["mmdgm", "classifiers", "train", "--dataset", dataset_name]
+    for k, v in classifier_options(dataset_name, options).items():
+        words += ["--option", f"{k}={json.dumps(v)}"]
+    if root is not None:
+        words += ["--root", str(root)]
+    return shlex.join(words)
 
 
 def source_examples(dataset: MultimodalDataset, modality: str) -> tuple[Tensor, Tensor]:
@@ -120,7 +154,8 @@ def train_dataset_classifiers(
     progress: bool = True,
     device: str | torch.device = "cpu",
 ) -> dict[str, float]:
-    """Train and cache one classifier per modality of a registered dataset.
+    """Train and cache one classifier per modality of a registered dataset built with
+    `options`, in `store_dir(dataset_name, root, options)`.
 
     Returns modality -> test accuracy on the test split's unique source examples.
     """
@@ -128,7 +163,7 @@ def train_dataset_classifiers(
     root = Path(root) if root is not None else data_root()
     build = DATASETS.get(dataset_name)
     train_set, test_set = build("train", root, **options), build("test", root, **options)
-    out = store_dir(dataset_name, root)
+    out = store_dir(dataset_name, root, options)
     accuracies = {}
     for m, shape in train_set.shapes.items():
         x, y = source_examples(train_set, m)
@@ -157,29 +192,41 @@ def train_dataset_classifiers(
 
 
 def load_classifiers(
-    dataset_name: str, modalities: list[str], root: Path | None = None, floor: float = 0.8
+    dataset_name: str,
+    modalities: list[str],
+    root: Path | None = None,
+    floor: float = 0.8,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, nn.Module]:
-    """The cached classifiers of `modalities` in eval mode.
+    """The cached classifiers of `modalities` for the dataset built with `options`, in eval mode.
 
     Raises `MissingClassifierError` (naming the command that trains them) when one is
-    absent, and `WeakClassifierError` when one's recorded test accuracy is below `floor`.
+    absent or was recorded as trained for other options, and `WeakClassifierError` when
+    one's recorded test accuracy is below `floor`.
     """
-    directory = store_dir(dataset_name, root)
+    directory = store_dir(dataset_name, root, options)
+    command = train_command(dataset_name, root, options)
+    wanted = classifier_options(dataset_name, options)
     loaded = {}
     for m in modalities:
         record_path, weights = directory / f"{m}.json", directory / f"{m}.pt"
-        if not (record_path.is_file() and weights.is_file()):
+        record = json.loads(record_path.read_text()) if record_path.is_file() else None
+        if record is None or not weights.is_file():
             raise MissingClassifierError(
-                f"no classifier for modality {m!r} of dataset {dataset_name!r} in {directory}; "
-                f"train them with `mmdgm classifiers train --dataset {dataset_name}`"
+                f"no classifier for modality {m!r} of dataset {dataset_name!r} with options {wanted} "
+                f"in {directory}; train them with `{command}`"
             )
-        record = json.loads(record_path.read_text())
+        trained = classifier_options(dataset_name, record["dataset_options"])
+        if trained != wanted:
+            raise MissingClassifierError(
+                f"the classifier for modality {m!r} in {directory} was trained with dataset options "
+                f"{trained}, not {wanted}; train them with `{command}`"
+            )
         if record["test_accuracy"] < floor:
             raise WeakClassifierError(
                 f"the classifier for modality {m!r} of dataset {dataset_name!r} has test accuracy "
                 f"{record['test_accuracy']:.4f}, below the floor {floor:.4f}; refusing to score "
-                f"coherence with it (retrain with more epochs: `mmdgm classifiers train "
-                f"--dataset {dataset_name} --epochs N`)"
+                f"coherence with it (retrain with more epochs: `{command} --epochs N`)"
             )
         model = ARCHITECTURES.get(record["architecture"])(tuple(record["shape"]), record["classes"])
         model.load_state_dict(load_checkpoint(weights))
@@ -188,11 +235,14 @@ def load_classifiers(
 
 
 def cmd_classifiers_train(args) -> None:
-    """CLI: `mmdgm classifiers train --dataset NAME [--root DIR] [--epochs N] [--seed S]`
-    (the dataset with its default options); prints one JSON line per modality."""
+    """CLI: `mmdgm classifiers train --dataset NAME [--option key=value ...] [--root DIR]
+    [--epochs N] [--seed S]`: the dataset built with the given options (YAML values; the
+    rest default), as `mmdgm evaluate` loads them for a run with those data options;
+    prints one JSON line per modality."""
     root = Path(args.root) if args.root else None
-    accuracies = train_dataset_classifiers(args.dataset, root, {}, epochs=args.epochs, seed=args.seed)
-    directory = store_dir(args.dataset, root)
+    options = dict(parse_overrides(args.option))
+    accuracies = train_dataset_classifiers(args.dataset, root, options, epochs=args.epochs, seed=args.seed)
+    directory = store_dir(args.dataset, root, options)
     for m, acc in accuracies.items():
         line = {"dataset": args.dataset, "modality": m, "test_accuracy": acc, "path": str(directory / f"{m}.pt")}
         print(json.dumps(line))

@@ -17,6 +17,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from mmdgm.batch import Batch
 from mmdgm.evaluate.common import module_device, row_batches, seeded
 from mmdgm.evaluate.context import EvalContext
 from mmdgm.evaluate.registry import METRICS
@@ -58,13 +59,20 @@ def pair_key(sources: tuple[str, ...], target: str) -> str:
     return f"{left}->{target}"
 
 
+def observed(batch: Batch, names: tuple[str, ...]) -> Tensor:
+    """(B,) whether a row observes every modality in `names`."""
+    return torch.stack([batch.mask[n] for n in names]).all(0)
+
+
 def generation_accuracy(
     ctx: EvalContext, jobs: list[tuple[str, tuple[str, ...], str]], desc: str, all_key: str | None = None
-) -> dict[str, float | None]:
+) -> tuple[dict[str, float | None], dict[str, int]]:
     """For each (key, sources, target): accuracy, against the row labels, of the target
-    classifier on `cross_generate(batch, sources, target)` over test rows whose sources
-    are all observed (None when there is no such row). With `all_key` (jobs sharing one
-    source set) also the share of rows on which every job's generation is correct."""
+    classifier on `cross_generate(batch, sources, target)` over the test rows that observe
+    every source (the target need not be observed: labels are per row), and that row
+    count. A key with no such row has accuracy None. With `all_key`, also the share of the
+    rows observing every job's sources on which every job's generation is correct.
+    Returns ({key: accuracy}, {key: rows})."""
     model = ctx.model
     classifiers = require_classifiers(ctx, sorted({t for _, _, t in jobs}))
     device = module_device(model)
@@ -73,21 +81,23 @@ def generation_accuracy(
     with torch.no_grad(), seeded(ctx.seed, device):
         for rows in row_batches(len(ctx.test_set), ctx.batch_size, desc, ctx.progress):
             batch = ctx.test_set.batch(rows)
-            every = None
+            every = torch.ones(batch.size, dtype=torch.bool)
+            scored = torch.ones(batch.size, dtype=torch.bool)
             for key, sources, target in jobs:
-                keep = torch.stack([batch.mask[s] for s in sources]).all(0)
-                if not keep.any():
-                    continue
-                sub = batch.select(keep).zero_missing().to(device)
-                generated = model.cross_generate(sub, list(sources), target)
-                hit = classify(classifiers[target], generated) == sub.labels.cpu()
+                keep = observed(batch, sources)
+                hit = torch.zeros(batch.size, dtype=torch.bool)
+                if keep.any():
+                    sub = batch.select(keep).zero_missing().to(device)
+                    generated = model.cross_generate(sub, list(sources), target)
+                    hit[keep] = classify(classifiers[target], generated) == sub.labels.cpu()
                 correct[key] += int(hit.sum())
-                count[key] += len(hit)
-                every = hit if every is None else every & hit
-            if all_key and every is not None:
-                correct[all_key] += int(every.sum())
-                count[all_key] += len(every)
-    return {k: correct[k] / count[k] if count[k] else None for k in keys}
+                count[key] += int(keep.sum())
+                every &= hit
+                scored &= keep
+            if all_key:
+                correct[all_key] += int(every[scored].sum())
+                count[all_key] += int(scored.sum())
+    return {k: correct[k] / count[k] if count[k] else None for k in keys}, count
 
 
 def joint_predictions(ctx: EvalContext, n: int, desc: str) -> Tensor:
@@ -114,21 +124,27 @@ def joint_coherence(ctx: EvalContext, n: int = 10000) -> dict:
 @METRICS.register("cross_coherence")
 def cross_coherence(ctx: EvalContext) -> dict:
     """Accuracy of target classifiers on cross generations vs the row label, for every
-    source -> target (MMVAE §4) and, for M > 2, every proper source subset -> target."""
+    source -> target (MMVAE §4) and, for M > 2, every proper source subset -> target.
+    Each key counts the test rows observing all its sources ("rows" gives the counts);
+    "n" is the size of the test set."""
     jobs = [(pair_key(s, t), s, t) for s, t in source_subsets(ctx.model.names)]
-    return {**generation_accuracy(ctx, jobs, "cross coherence"), "n": len(ctx.test_set)}
+    accuracies, rows = generation_accuracy(ctx, jobs, "cross coherence")
+    return {**accuracies, "rows": rows, "n": len(ctx.test_set)}
 
 
 @METRICS.register("synergy_coherence")
 def synergy_coherence(ctx: EvalContext) -> dict:
     """Accuracy of each modality generated from the joint posterior of all modalities,
     keyed by the generated modality (MMALI §4.2), and under "all" the share of rows on
-    which every generation matches the label (relating-by-contrasting §4.2 (d))."""
+    which every generation matches the label (relating-by-contrasting §4.2 (d)), over the
+    test rows observing every modality ("rows" gives the counts, "n" the test set size)."""
     names = tuple(ctx.model.names)
-    if "all" in names:
-        raise ValueError("synergy_coherence reports the all-modalities score as 'all'; a modality has that name")
+    reserved = {"all", "rows", "n"} & set(names)
+    if reserved:
+        raise ValueError(f"synergy_coherence keys its results by modality; {sorted(reserved)} are reserved names")
     jobs = [(m, names, m) for m in names]
-    return {**generation_accuracy(ctx, jobs, "synergy coherence", all_key="all"), "n": len(ctx.test_set)}
+    accuracies, rows = generation_accuracy(ctx, jobs, "synergy coherence", all_key="all")
+    return {**accuracies, "rows": rows, "n": len(ctx.test_set)}
 
 
 def normalised_entropy(counts: Tensor) -> float:

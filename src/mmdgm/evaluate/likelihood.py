@@ -8,8 +8,11 @@ docs/evaluation-likelihood.md.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -35,27 +38,54 @@ def check_samples(K: int, chunk: int) -> None:
         raise ValueError(f"K and chunk must be >= 1, got K={K}, chunk={chunk}")
 
 
+@contextlib.contextmanager
+def unit_llik_scales(model: MultimodalVAE) -> Iterator[None]:
+    """Within the block, every modality spec of `model` has `llik_scale` 1.0 (the models
+    read it from `model.modalities`); the specs are restored afterwards."""
+    specs = model.modalities
+    model.modalities = {n: dataclasses.replace(spec, llik_scale=1.0) for n, spec in specs.items()}
+    try:
+        yield
+    finally:
+        model.modalities = specs
+
+
+def model_log_likelihoods(ctx: EvalContext, K: int, n: int | None, chunk: int) -> Tensor:
+    """The model's `log_likelihood(batch, K, chunk)` of the first n test rows, (rows,)."""
+    with seeded(ctx.seed, module_device(ctx.model)):
+        return torch.cat([
+            ctx.model.log_likelihood(batch, K=K, chunk=chunk).cpu()
+            for batch in test_batches(ctx, n, "joint log-likelihood")
+        ])
+
+
 @METRICS.register("joint_log_likelihood")
 @torch.no_grad()
-def joint_log_likelihood(ctx: EvalContext, K: int = 1000, n: int | None = None, chunk: int = 100) -> dict:
+def joint_log_likelihood(
+    ctx: EvalContext, K: int = 1000, n: int | None = None, chunk: int = 100, scaled: bool = True
+) -> dict:
     """Mean over test rows of the model's own `log_likelihood(batch, K)` (MMVAE Table 3,
     first column: for MMVAE the tight IWAE over K draws from each unimodal posterior,
     weighted against the mixture), with its standard error over rows.
 
-    The model's likelihood terms carry each modality's `llik_scale`, as in training (and
-    the official MMVAE evaluation). Partially observed rows contribute log p(x_observed).
-    Returns {"log p(<names>)": mean, "stderr": {...}, "K": K, "n": rows}.
+    "log p(<names>)" is evaluated with every `llik_scale` set to 1, so it estimates the
+    log-likelihood. When a modality has `llik_scale` != 1 and `scaled` is true, the
+    training-time value with the scales applied (what the official MMVAE evaluation
+    reports; not a log-likelihood) is added as "scaled bound(<names>)", from the same
+    draws. Partially observed rows contribute log p(x_observed). Returns
+    {"log p(<names>)": mean, ["scaled bound(<names>)": mean,] "stderr": {...}, "K", "n"}.
     """
     check_samples(K, chunk)
-    device = module_device(ctx.model)
-    with seeded(ctx.seed, device):
-        values = torch.cat([
-            ctx.model.log_likelihood(batch, K=K, chunk=chunk).cpu()
-            for batch in test_batches(ctx, n, "joint log-likelihood")
-        ])
-    key = f"log p({','.join(ctx.model.names)})"
-    mean, se = mean_and_stderr(values)
-    return {key: mean, "stderr": {key: se}, "K": K, "n": int(values.numel())}
+    names = ",".join(ctx.model.names)
+    with unit_llik_scales(ctx.model):
+        values = {f"log p({names})": model_log_likelihoods(ctx, K, n, chunk)}
+    if scaled and any(spec.llik_scale != 1.0 for spec in ctx.model.modalities.values()):
+        values[f"scaled bound({names})"] = model_log_likelihoods(ctx, K, n, chunk)
+    out: dict = {}
+    stderr = {}
+    for key, v in values.items():
+        out[key], stderr[key] = mean_and_stderr(v)
+    return {**out, "stderr": stderr, "K": K, "n": int(values[f"log p({names})"].numel())}
 
 
 def proposal_draws(q, k: int) -> tuple[Tensor, Tensor, Tensor]:

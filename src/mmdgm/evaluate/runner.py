@@ -55,8 +55,8 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Compute `metrics` (default: all) for the run in `run_dir`; merge them into its
     eval.json (other metrics already there are kept) and return the merged results.
-    With `train_classifiers`, missing coherence classifiers are trained first (on the
-    run's dataset with its options) instead of being an error."""
+    Coherence classifiers are those of the run's dataset with its data options; with
+    `train_classifiers`, missing ones are trained first instead of being an error."""
     from mmdgm.evaluate.classifier_store import MissingClassifierError, load_classifiers, train_dataset_classifiers
     from mmdgm.run import load_dataset, load_run
 
@@ -73,13 +73,14 @@ def evaluate_run(
     root = Path(root or config.data.root or data_root())
     classifiers = None
     if NEEDS_CLASSIFIERS & set(names):
+        data = config.data
         try:
-            classifiers = load_classifiers(config.data.name, model.names, root, classifier_floor)
+            classifiers = load_classifiers(data.name, model.names, root, classifier_floor, data.options)
         except MissingClassifierError:
             if not train_classifiers:
                 raise
-            train_dataset_classifiers(config.data.name, root, config.data.options, seed=seed, progress=progress)
-            classifiers = load_classifiers(config.data.name, model.names, root, classifier_floor)
+            train_dataset_classifiers(data.name, root, data.options, seed=seed, progress=progress)
+            classifiers = load_classifiers(data.name, model.names, root, classifier_floor, data.options)
     ctx = EvalContext(
         model=model,
         test_set=test_set,
