@@ -2,7 +2,9 @@
 
 Prints one JSON object per line: the machine's float32 matmul GFLOP/s, then training
 pairs per second for the paper's step (K=30 looser DReG, batch 128), the K=1 ELBO step,
-and the K=30 step with the SVHN networks in NCHW layout (what channels-last buys). Usage: python benchmarks/train_throughput.py [--steps N] [--threads T]
+the K=30 step with the SVHN networks in NCHW layout (what channels-last buys), and with
+`--estimators` the step of every MMVAE objective at K=2 and K=30.
+Usage: python benchmarks/train_throughput.py [--steps N] [--threads T] [--estimators]
 """
 
 from __future__ import annotations
@@ -53,17 +55,24 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--steps", type=int, default=5, help="timed steps per setting (after 2 warm-up steps)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--estimators", action="store_true", help="also time every MMVAE objective at K=2 and K=30")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     print(json.dumps({"name": "matmul_float32", "gflops": round(matmul_gflops(), 1), "threads": threads}), flush=True)
     nchw = ("model.modalities.svhn.net_options={channels_last: false}",)
-    for name, K, objective, steps, overrides in (
+    settings = [
         ("mmvae-mnist-svhn K=30 dreg", 30, "dreg", args.steps, ()),
         ("mmvae-mnist-svhn K=1 elbo", 1, "elbo", args.steps * 10, ()),
         ("mmvae-mnist-svhn K=30 dreg, NCHW convolutions (ablation)", 30, "dreg", args.steps, nchw),
-    ):
+    ]
+    if args.estimators:
+        settings += [
+            (f"mmvae-mnist-svhn K={K} {objective}", K, objective, args.steps * (5 if K == 2 else 1), ())
+            for K in (2, 30) for objective in ("dreg", "dreg_naive", "stl_looser", "iwae", "iwae_tight")
+        ]
+    for name, K, objective, steps, overrides in settings:
         times = step_seconds(K, objective, 128, steps, overrides)
         median = statistics.median(times)
         print(json.dumps({

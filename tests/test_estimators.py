@@ -611,3 +611,15 @@ def test_dreg_mixture_is_unbiased_when_strata_are_hundreds_of_nats_apart(x):
     d = _sharp_mixture_grads("dreg_mixture", x) - _sharp_mixture_grads("iwae", x)
     m, se = mean_se(d)
     assert (m.abs() < Z * se).all(), m / se
+
+
+def test_dreg_mixture_is_finite_where_a_normalised_weight_underflows_to_zero():
+    """float32, a sample 200 nats below its stratum's best (w~ = 0 exactly) that the other
+    stratum's samples make competitive (c/w~ ~ e^198): its gradient must be 0, not 0 * inf."""
+    base = torch.zeros(2, 2, 1, 1, dtype=torch.float32, requires_grad=True)
+    z = base.view_as(base)
+    offsets = torch.tensor([[0.0, -200.0], [-200.0, -200.0]])[:, :, None]
+    lw = offsets - z[..., 0] ** 2
+    comps = torch.zeros(2, 2, 2, 1)
+    dreg_mixture(lw, z, comps).sum().backward()
+    assert torch.isfinite(base.grad).all()

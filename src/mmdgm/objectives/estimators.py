@@ -93,6 +93,30 @@ def dreg(lw: Tensor, z: Tensor, strata_mask: Tensor | None = None) -> Tensor:
     return stratum_mean((w * lw).sum(1), strata_mask)
 
 
+def responsibilities(log_q_components: Tensor, strata_mask: Tensor | None) -> Tensor:
+    """log r_m(z_jk) = log q_m - log sum_{observed m'} q_m', shape (S, S, K, B)."""
+    S, _, _, B = log_q_components.shape
+    mask = torch.ones(S, B, dtype=torch.bool, device=log_q_components.device) if strata_mask is None else strata_mask
+    log_r = torch.where(mask[:, None, None, :], log_q_components, torch.full_like(log_q_components, -math.inf))
+    return log_r - torch.logsumexp(log_r, 0, keepdim=True)
+
+
+def mixture_weights(lw: Tensor, log_r: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """`dreg_mixture`'s weights from detached (S, K, B) log-weights and (S, S, K, B) log
+    responsibilities: w~ (S, K, B), F [m, j, k, b] and log(c / w~) (S, K, B), the last
+    computed in log space: logsumexp_m [log r_m + log(1 - F_m) + log(F_m / w~)]."""
+    S, K, B = lw.shape
+    lse = torch.logsumexp(lw, 1)
+    w = torch.exp(lw - lse[:, None])
+    others = torch.eye(K, dtype=torch.bool, device=lw.device)[None, :, :, None]
+    slots = lw[:, None, :, :].expand(S, K, K, B)
+    log_rest = torch.logsumexp(slots.masked_fill(others, -math.inf), 2)  # [m, k]
+    log_denominator = torch.logaddexp(log_rest[:, None], lw[None])  # [m, j, k]
+    F = torch.exp(lw[None] - log_denominator)
+    log_c_over_w = torch.logsumexp(log_r + (log_rest[:, None] - log_denominator) + (lse[None, :, None] - log_denominator), 0)
+    return w, F, log_c_over_w
+
+
 def dreg_mixture(
     lw: Tensor, z: Tensor, log_q_components: Tensor, strata_mask: Tensor | None = None
 ) -> Tensor:
@@ -131,26 +155,11 @@ def dreg_mixture(
         raise ValueError(f"log_q_components must have shape {(S, S, K, B)}, got {tuple(log_q_components.shape)}")
     if not z.requires_grad:
         raise ValueError("dreg_mixture needs reparameterised samples z that require grad")
-    mask = torch.ones(S, B, dtype=torch.bool, device=lw.device) if strata_mask is None else strata_mask
-    observed = mask[:, None, None, :]
-    log_r = torch.where(observed, log_q_components, torch.full_like(log_q_components, -math.inf))
-    log_r = log_r - torch.logsumexp(log_r, 0, keepdim=True)
+    log_r = responsibilities(log_q_components, strata_mask)
     with torch.no_grad():
-        lwd = lw.detach()
-        lse = torch.logsumexp(lwd, 1)
-        w = torch.exp(lwd - lse[:, None])
-        others = torch.eye(K, dtype=torch.bool, device=lw.device)[None, :, :, None]
-        slots = lwd[:, None, :, :].expand(S, K, K, B)
-        log_rest = torch.logsumexp(slots.masked_fill(others, -math.inf), 2)  # [m, k]
-        log_denominator = torch.logaddexp(log_rest[:, None], lwd[None])  # [m, j, k]
-        F = torch.exp(lwd[None] - log_denominator)
-        # log(c / w~) = logsumexp_m [log r_m + log(1 - F_m) + log(F_m / w~)], finite even where
-        # w~ underflows; the hook turns the w~ dlw/dz reaching z into (w~ - c) dlw/dz
-        log_c_over_w = torch.logsumexp(
-            log_r.detach() + (log_rest[:, None] - log_denominator) + (lse[None, :, None] - log_denominator), 0
-        )
-        # clamped only where w~ is exactly 0 (there c/w~ > finfo.max^2), so that 0 * half stays 0
-        half = torch.exp(log_c_over_w.clamp(max=2 * math.log(torch.finfo(lw.dtype).max)) / 2)
+        w, F, log_c_over_w = mixture_weights(lw.detach(), log_r.detach())
+        # clamped (half < finfo.max / e, never inf) only where w~ is exactly 0, so that 0 * half stays 0
+        half = torch.exp(log_c_over_w.clamp(max=2 * (math.log(torch.finfo(lw.dtype).max) - 1)) / 2)
     extra = (None,) * (z.dim() - lw.dim())
     z.register_hook(lambda grad: grad - (grad * half[(...,) + extra]) * half[(...,) + extra])
     score = (F * torch.exp(log_r)).sum(0)

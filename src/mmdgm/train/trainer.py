@@ -216,13 +216,19 @@ class Trainer:
             for k, v in metrics.items():
                 self.writer.add_scalar(f"{split}/{k}", v, self.position.global_step)
 
+    def kept(self) -> str:
+        """What a stop leaves behind, for the message."""
+        if (self.run_dir / CHECKPOINT).exists():
+            return f"the last good checkpoint in {self.run_dir} is kept"
+        return f"no checkpoint had been written yet in {self.run_dir}"
+
     def train_step(self, rows: torch.Tensor) -> dict[str, float]:
         self.model.train()
         out = self.model(self.train_set.batch(rows))
         if not torch.isfinite(out.loss):
             raise TrainingDiverged(
                 f"loss is {out.loss.item()} at step {self.position.global_step} (epoch {self.position.epoch}); "
-                f"training stopped, the last good checkpoint in {self.run_dir} is kept"
+                f"training stopped; {self.kept()}"
             )
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -231,7 +237,7 @@ class Trainer:
         if not torch.isfinite(norm):
             raise TrainingDiverged(
                 f"gradient norm is {float(norm)} at step {self.position.global_step}; training stopped, "
-                f"the last good checkpoint in {self.run_dir} is kept"
+                f"{self.kept()}"
             )
         self.optimizer.step()
         return {**out.metrics, "grad_norm": float(norm)}
