@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from mmdgm.data.base import MultimodalDataset
 from mmdgm.data.mnist import build as build_mnist
@@ -97,25 +98,33 @@ def build_mnist_synthstreet(
     return pair("mnist-synthstreet", split, root, a, b, dm, max_per_class, seed, protocol)
 
 
-@DATASETS.register("synthetic-pairs")
-def build_synthetic_pairs(
-    split: str,
-    root: Path,
-    seed: int = 0,
-    dm: int = 2,
-    max_per_class: int = 10000,
-    n_train: int = 10000,
-    n_test: int = 2000,
-    observed_fraction: float = 1.0,
-    unpaired_scheme: str = "alternate",
-    unimodal_fraction: float = 1.0,
-) -> MultimodalDataset:
-    """Synthetic pairs needing no files: "synth_hand" (1, 28, 28) and "synth_street" (3, 32, 32).
+def synthetic_pairs(name: str, street: str) -> Callable[..., MultimodalDataset]:
+    """Builder of procedural pairs: handwriting-like digits with the stand-in `street`."""
 
-    `n_train`/`n_test` size each unimodal set; defaults give 20,000 train pairs.
-    """
-    check_split(split)
-    protocol = Protocol(observed_fraction, unpaired_scheme, unimodal_fraction)
-    a = standin("synthetic-handwritten-digits", "synth_hand", split, root, seed, n_train, n_test)
-    b = standin("synthetic-street-digits", "synth_street", split, root, seed, n_train, n_test)
-    return pair("synthetic-pairs", split, root, a, b, dm, max_per_class, seed, protocol)
+    def build(
+        split: str,
+        root: Path,
+        seed: int = 0,
+        dm: int = 2,
+        max_per_class: int = 10000,
+        n_train: int = 10000,
+        n_test: int = 2000,
+        observed_fraction: float = 1.0,
+        unpaired_scheme: str = "alternate",
+        unimodal_fraction: float = 1.0,
+    ) -> MultimodalDataset:
+        check_split(split)
+        protocol = Protocol(observed_fraction, unpaired_scheme, unimodal_fraction)
+        a = standin("synthetic-handwritten-digits", "synth_hand", split, root, seed, n_train, n_test)
+        b = standin(street, "synth_street", split, root, seed, n_train, n_test)
+        return pair(name, split, root, a, b, dm, max_per_class, seed, protocol)
+
+    build.__doc__ = (
+        f"Synthetic pairs needing no files ({street}): \"synth_hand\" (1, 28, 28) and \"synth_street\" "
+        "(3, 32, 32). `n_train`/`n_test` size each unimodal set; defaults give 20,000 train pairs."
+    )
+    return build
+
+
+DATASETS.register("synthetic-pairs")(synthetic_pairs("synthetic-pairs", "synthetic-street-digits"))
+DATASETS.register("synthetic-pairs-clean")(synthetic_pairs("synthetic-pairs-clean", "synthetic-clean-street-digits"))

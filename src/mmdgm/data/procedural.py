@@ -50,8 +50,10 @@ def _generator(name: str, split: str, seed: int, chunk: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-def street_digits(labels: Tensor, atlas: Atlas, g: torch.Generator) -> Tensor:
-    """(B, 3, 32, 32) uint8 SVHN-like crops of house-number digits `labels`."""
+def street_digits(labels: Tensor, atlas: Atlas, g: torch.Generator, clutter: bool = True) -> Tensor:
+    """(B, 3, 32, 32) uint8 SVHN-like crops of house-number digits `labels`. Without
+    `clutter`: no neighbouring digits, a contrast of at least 0.45, a plain background and
+    little blur and noise (the easy variant for the quick demo)."""
     b, size = labels.shape[0], 32
     n_fonts, n_strokes = len(atlas.fonts), len(atlas.strokes)
     font = torch.randint(n_fonts, (b,), generator=g)
@@ -70,7 +72,7 @@ def street_digits(labels: Tensor, atlas: Atlas, g: torch.Generator) -> Tensor:
         warp(atlas.glyphs[centre], affine_theta(scale_x, scale_y, rotation, shear, tx, ty), size)
     ]
     gap = uniform((b, 2), 0.0, 0.25, g)
-    present = torch.rand(b, 2, generator=g) < 0.7
+    present = (torch.rand(b, 2, generator=g) < 0.7) & clutter
     for k, direction in enumerate((-1.0, 1.0)):
         half_widths = (atlas.width[centre] + atlas.width[side[:, k]]) / CANVAS * scale_x
         dx = direction * (half_widths + gap[:, k]) * torch.cos(rotation)
@@ -80,7 +82,7 @@ def street_digits(labels: Tensor, atlas: Atlas, g: torch.Generator) -> Tensor:
     mask = torch.stack(masks).amax(0)
 
     luminance = torch.rand(b, generator=g)
-    contrast = uniform((b,), 0.12, 0.75, g)
+    contrast = uniform((b,), 0.12, 0.75, g) if clutter else uniform((b,), 0.45, 0.75, g)
     room_up, room_down = 1.0 - luminance >= contrast, luminance >= contrast
     up = torch.where(room_up & room_down, torch.rand(b, generator=g) < 0.5, room_up)
     fg_luminance = torch.where(up, luminance + contrast, luminance - contrast).clamp(0.0, 1.0)
@@ -91,17 +93,18 @@ def street_digits(labels: Tensor, atlas: Atlas, g: torch.Generator) -> Tensor:
     ys, xs = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
     angle = uniform((b, 1, 1), 0.0, 2 * math.pi, g)
     ramp = (xs * torch.cos(angle) + ys * torch.sin(angle)).unsqueeze(1)
-    edge = (ramp > uniform((b, 1, 1, 1), 0.3, 1.6, g)).float()
+    edge = (ramp > uniform((b, 1, 1, 1), 0.3, 1.6, g)).float() * clutter
     other = (bg + uniform((b, 3, 1, 1), -0.5, 0.5, g)).clamp(0, 1)
     background = bg * (1 - edge) + other * edge
-    background = background + 0.12 * smooth_field(b, 3, size, 4, g) * torch.rand(
+    background = background + 0.12 * clutter * smooth_field(b, 3, size, 4, g) * torch.rand(
         b, 1, 1, 1, generator=g
     )
     image = background * (1 - mask) + fg * mask
-    image = image * (1 + ramp * uniform((b, 1, 1, 1), -0.35, 0.35, g))
+    image = image * (1 + ramp * uniform((b, 1, 1, 1), -0.35, 0.35, g) * (1.0 if clutter else 0.3))
 
-    image = gaussian_blur(image, uniform((b,), 0.3, 1.4, g))
-    image = image + torch.randn(image.shape, generator=g) * uniform((b, 1, 1, 1), 0.0, 0.07, g)
+    image = gaussian_blur(image, uniform((b,), 0.3, 1.4 if clutter else 0.8, g))
+    noise = torch.randn(image.shape, generator=g)
+    image = image + noise * uniform((b, 1, 1, 1), 0.0, 0.07 if clutter else 0.03, g)
     return image.clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
@@ -150,8 +153,14 @@ def handwritten_digits(labels: Tensor, atlas: Atlas, g: torch.Generator) -> Tens
     return y.clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
+def clean_street_digits(labels: Tensor, atlas: Atlas, g: torch.Generator) -> Tensor:
+    """`street_digits` without clutter: one high-contrast digit on a plain background."""
+    return street_digits(labels, atlas, g, clutter=False)
+
+
 STANDINS: dict[str, tuple[Generator, tuple[int, ...], tuple[int, ...]]] = {
     "synthetic-street-digits": (street_digits, STREET_STROKES, (3, 32, 32)),
+    "synthetic-clean-street-digits": (clean_street_digits, STREET_STROKES, (3, 32, 32)),
     "synthetic-handwritten-digits": (handwritten_digits, HAND_STROKES, (1, 28, 28)),
 }
 
@@ -224,6 +233,7 @@ def _builder(name: str, modality: str) -> Callable[..., MultimodalDataset]:
 
 STANDIN_MODALITIES = {
     "synthetic-street-digits": "synth_street",
+    "synthetic-clean-street-digits": "synth_street",
     "synthetic-handwritten-digits": "synth_hand",
 }
 for _name, _modality in STANDIN_MODALITIES.items():
