@@ -68,16 +68,17 @@ def test_finished_runs_are_reused_and_interrupted_ones_resumed(tmp_path):
 def test_registered_paper_experiments_are_well_formed():
     """Every built-in experiment's configs load at every scale, build their model, and every
     published number belongs to a column."""
-    assert {"mmvae-table1", "mmvae-table2", "mmvae-table3"} <= set(EXPERIMENTS.names())
-    shapes = {"mnist": (1, 28, 28), "synth_street": (3, 32, 32)}
-    for name in ("mmvae-table1", "mmvae-table2", "mmvae-table3"):
+    names = ["mmvae-table1", "mmvae-table2", "mmvae-table3", "mmvae-estimators"]
+    assert set(names) <= set(EXPERIMENTS.names())
+    known = {"mnist": (1, 28, 28), "synth_hand": (1, 28, 28), "synth_street": (3, 32, 32)}
+    for name in names:
         e = EXPERIMENTS.get(name)
         labels = {c.label for c in e.columns}
         assert all(set(v) <= labels for v in e.published.values()), name
         for scale in SCALES:
             for row in e.rows:
                 config = load_config(row.config, [*e.scales[scale].overrides, *row.overrides])
-                build_model(config.model, shapes)
+                build_model(config.model, {m: known[m] for m in config.model.modalities})
 
 
 def test_cli_lists_and_rejects_unknown_names(capsys):

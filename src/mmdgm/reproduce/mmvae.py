@@ -13,11 +13,11 @@ M, S = "mnist", "synth_street"
 LIKELIHOODS = {"joint_log_likelihood": {"n": 200}, "conditional_log_likelihoods": {"n": 200}}
 SCALES = {
     "smoke": Scale(
-        ("data.options.n_train=2000", "data.options.n_test=500", "data.options.dm=1", "train.epochs=1",
+        ("data.options.n_train=10000", "data.options.n_test=1000", "data.options.dm=1", "train.epochs=1",
          "model.options.K=2", "train.eval_batches=1"),
         {"latent_accuracy": {"n_train": 300}, "joint_coherence": {"n": 500},
          "joint_log_likelihood": {"n": 20, "K": 10}, "conditional_log_likelihoods": {"n": 20, "K": 10}},
-        "2,000 street digits, 1 epoch, K=2 (checks the pipeline, not the science)",
+        "10,000 street digits, 1 epoch (~80 steps), K=2 (checks the pipeline, not the science)",
     ),
     "cpu": Scale(
         ("data.options.dm=1", "train.epochs=8", "model.options.K=2"),
