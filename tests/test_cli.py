@@ -41,3 +41,21 @@ def test_train_seeds_resume_refusal_and_sample(tmp_path, capsys):
     assert main(["sample", str(run_root / "seed1"), "--n", "4"]) == 0
     pngs = sorted(p.name for p in (run_root / "seed1" / "samples").glob("*.png"))
     assert pngs == ["samples-from-a.png", "samples-from-b.png", "samples-joint.png"]
+
+
+def test_train_ends_with_the_final_metrics_it_reached(tmp_path, capsys):
+    """`train.final_metrics` are evaluated into eval.json after training and printed on
+    the last line, with the values eval.json holds."""
+    import json
+
+    run_dir = tmp_path / "r"
+    argv = ["train", "--run-dir", str(run_dir), *TINY_CONFIG, "train.epochs=1", "train.final_metrics=[latent_accuracy]"]
+    assert main(argv) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    acc = json.loads((run_dir / "eval.json").read_text())["latent_accuracy"]
+    assert last.startswith(f"finished {run_dir}: ") and f"latent_accuracy/a {acc['a']:.3f}" in last
+
+
+def test_unknown_final_metric_fails_before_training(tmp_path, capsys):
+    assert main(["train", "--run-dir", str(tmp_path / "r"), *TINY_CONFIG, "train.final_metrics=[coherense]"]) == 2
+    assert "coherense" in capsys.readouterr().err and not (tmp_path / "r").exists()

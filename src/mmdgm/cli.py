@@ -19,13 +19,20 @@ built-in configs: {configs}
 """
 
 
+def finished(run_dir: Path) -> str:
+    from mmdgm import run
+
+    summary = run.final_summary(run_dir)
+    return f"finished {run_dir}" + (f": {summary}" if summary else "")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from mmdgm import run
 
     if args.resume:
         if args.overrides or args.config != "default" or args.seeds:
             raise ValueError("--resume continues a run with its own config; give no --config, --seeds or overrides")
-        print(f"finished {run.resume(Path(args.resume))}")
+        print(finished(run.resume(Path(args.resume))))
         return 0
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [None]
     for seed in seeds:
@@ -34,7 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.run_dir) if args.run_dir else run.default_run_dir(config)
         if args.run_dir and len(seeds) > 1:
             run_dir = run_dir / f"seed{seed}"
-        print(f"finished {run.train(config, run_dir)}")
+        print(finished(run.train(config, run_dir)))
     return 0
 
 

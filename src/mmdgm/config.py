@@ -96,6 +96,7 @@ class TrainConfig:
     grad_clip: float | None = positive(None)
     tensorboard: bool = False
     eval_batches: int = at_least(1, 20)
+    final_metrics: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -124,6 +125,11 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
         raise ConfigError(errors[0] if errors else f"{where}: must not be None")
     if dataclasses.is_dataclass(hint):
         return build(hint, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        (item,) = typing.get_args(hint)
+        return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")

@@ -25,9 +25,19 @@ def load_dataset(config: Config, split: str) -> MultimodalDataset:
     return DATASETS.get(config.data.name)(split, root, **config.data.options)
 
 
+def check_metrics(names: list[str]) -> None:
+    """Fail before training if `train.final_metrics` names an unknown metric."""
+    if names:
+        from mmdgm.evaluate import METRICS
+
+        for name in names:
+            METRICS.get(name)
+
+
 def make_trainer(config: Config, run_dir: Path) -> Trainer:
     """Datasets, a model initialised from the config's seed alone, and the trainer."""
     configure(config.train)
+    check_metrics(config.train.final_metrics)
     train_set, test_set = load_dataset(config, "train"), load_dataset(config, "test")
     log.info("dataset %s: %d train / %d test rows", config.data.name, len(train_set), len(test_set))
     with torch.random.fork_rng(devices=[]):
@@ -41,10 +51,29 @@ def default_run_dir(config: Config) -> Path:
 
 
 def train(config: Config, run_dir: Path | None = None) -> Path:
-    """Train a fresh run; returns its directory."""
+    """Train a fresh run, then compute its `train.final_metrics`; returns its directory."""
     trainer = make_trainer(config, run_dir or default_run_dir(config))
     trainer.start()
-    return trainer.fit()
+    return final_evaluation(config, trainer.fit())
+
+
+def final_evaluation(config: Config, run_dir: Path) -> Path:
+    """Evaluate `train.final_metrics` (training missing coherence classifiers) into eval.json."""
+    if config.train.final_metrics:
+        from mmdgm.evaluate.runner import evaluate_run
+
+        evaluate_run(run_dir, config.train.final_metrics, train_classifiers=True)
+        log.info("%s", final_summary(run_dir))
+    return run_dir
+
+
+def final_summary(run_dir: Path) -> str:
+    """`metric/key=value` of every scalar in the run's eval.json, for the last log line."""
+    from mmdgm.evaluate.report import flatten
+    from mmdgm.evaluate.runner import read_eval
+
+    values = flatten(read_eval(run_dir))
+    return ", ".join(f"{k} {v:.3f}" for k, v in values.items())
 
 
 def read_run_config(run_dir: Path) -> Config:
@@ -56,9 +85,10 @@ def read_run_config(run_dir: Path) -> Config:
 
 def resume(run_dir: Path) -> Path:
     """Continue an interrupted run from its checkpoint."""
-    trainer = make_trainer(read_run_config(run_dir), run_dir)
+    config = read_run_config(run_dir)
+    trainer = make_trainer(config, run_dir)
     trainer.resume()
-    return trainer.fit()
+    return final_evaluation(config, trainer.fit())
 
 
 def load_run(run_dir: Path) -> tuple[Config, MultimodalVAE, MultimodalDataset]:
