@@ -93,3 +93,10 @@ def test_bad_scale_and_seeds_are_clear_errors(tmp_path):
         reproduce("tiny-table", "huge", [1], tmp_path)
     with pytest.raises(ValueError, match="at least one seed"):
         reproduce("tiny-table", "smoke", [], tmp_path)
+
+
+def test_rows_can_be_selected(tmp_path):
+    md, _ = reproduce("tiny-table", "smoke", [1], tmp_path, only=["MMVAE"])
+    assert set(table_cells(md.read_text())) == {"MMVAE"}
+    with pytest.raises(ValueError, match="no row"):
+        reproduce("tiny-table", "smoke", [1], tmp_path, only=["JMVAE"])

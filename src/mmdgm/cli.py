@@ -119,7 +119,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             print(f"{name:24s} {e.title} [{e.reference}]")
         return 0
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    md, page = reproduce(args.name, args.scale, seeds, Path(args.out))
+    only = [r.strip() for r in args.rows.split(",")] if args.rows else None
+    md, page = reproduce(args.name, args.scale, seeds, Path(args.out), only)
     print(md.read_text())
     print(f"wrote {md} and {page}")
     return 0
@@ -214,6 +215,8 @@ def parser() -> argparse.ArgumentParser:
                     "schedule (default cpu)")
     rp.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default 1,2,3)")
     rp.add_argument("--out", default="reproduce", help="output directory (default: reproduce)")
+    rp.add_argument("--rows", help="comma-separated substrings: run only the rows whose label contains one "
+                    "(e.g. 'K=2' or 'MMVAE')")
     rp.set_defaults(func=cmd_reproduce)
 
     c = sub.add_parser("classifiers", help="digit classifiers used to score coherence")

@@ -3,6 +3,7 @@ the metrics its columns need, and write report.md + report.html beside the paper
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -69,9 +70,23 @@ def cell(values: list[float]) -> str:
     return fmt(*mean_std(values), len(values)) if values else "–"
 
 
-def reproduce(name: str, scale: str, seeds: list[int], out: Path) -> tuple[Path, Path]:
-    """Run experiment `name` at `scale` for `seeds` under `out`/name/scale; write the report."""
-    experiment = EXPERIMENTS.get(name)
+def select_rows(experiment: Experiment, only: list[str] | None) -> Experiment:
+    """The experiment restricted to rows whose label contains one of `only` (None: all)."""
+    if not only:
+        return experiment
+    rows = tuple(r for r in experiment.rows if any(o in r.label for o in only))
+    if not rows:
+        raise ValueError(f"no row of {experiment.name} matches {only}; rows: {[r.label for r in experiment.rows]}")
+    published = {k: v for k, v in experiment.published.items() if k in {r.label for r in rows}}
+    return dataclasses.replace(experiment, rows=rows, published=published)
+
+
+def reproduce(
+    name: str, scale: str, seeds: list[int], out: Path, only: list[str] | None = None
+) -> tuple[Path, Path]:
+    """Run experiment `name` (its rows matching `only`) at `scale` for `seeds`; runs go to
+    `out`/runs, the report to `out`/name/scale."""
+    experiment = select_rows(EXPERIMENTS.get(name), only)
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {list(SCALES)}")
     if not seeds:
