@@ -1,6 +1,6 @@
 """How exact is `dreg_mixture` in the real model? Prints one JSON object per (stage, K).
 
-For the default MMVAE (MNIST MLP + SVHN conv on `synthetic-pairs`) at initialisation and
+For `mmvae-synthetic-pairs` (MNIST MLP + SVHN conv, DReG) at initialisation and
 at the weights of any runs given, on test pairs: the share of samples whose normalised
 weight w~ is exactly 0 in float32 (their -c dlw/dz term is dropped), subnormal (reduced
 precision), or whose log(c/w~) exceeds 80 (where the clamp removed in this version biased
@@ -59,7 +59,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64, help="test pairs per measurement")
     p.add_argument("--draws", type=int, default=0, help="paired draws for the bias check (0: skip)")
     args = p.parse_args()
-    config = load_config("default", ["data.options.n_train=200", "data.options.n_test=500"])
+    config = load_config("mmvae-synthetic-pairs", ["data.options.n_train=200", "data.options.n_test=500"])
     init_model = make_trainer(config, "unused").model
     stages = [("init", init_model, load_dataset(config, "test"))]
     stages += [(str(r), *load_run(r)[1:]) for r in args.runs]

@@ -35,7 +35,7 @@ def main() -> None:
     p.add_argument("--ll-rows", type=int, default=200, help="rows for the K=1000 likelihood metrics")
     p.add_argument("--batch-size", type=int, default=256)
     args = p.parse_args()
-    config = load_config("default", ["data.options={n_test: 5000, dm: 2}"])
+    config = load_config("mmvae-synthetic-pairs", ["data.options={n_test: 5000, dm: 2}"])
     test_set, train_set = load_dataset(config, "test"), load_dataset(config, "train")
     if args.run_dir:
         model = load_run(Path(args.run_dir))[1]

@@ -1,7 +1,7 @@
 """Train, evaluate and tabulate several models x seeds on one dataset: one command per table.
 
 Each model trains from its built-in config for the chosen dataset (`<model>-<suffix>`,
-`mmvae` uses `default` / `mmvae-<suffix>`), then `mmdgm evaluate` runs on every run and
+`mmvae` uses `mmvae-synthetic-pairs` / `mmvae-<suffix>`), then `mmdgm evaluate` runs on every run and
 `mmdgm report` writes report.md / report.html into --out. Runs that already finished, and
 metrics already in their eval.json, are reused (delete a run directory to redo it).
 
@@ -23,7 +23,7 @@ MODELS = ("mmvae", "mvae", "jmvae", "mopoe", "mmjsd")
 
 
 def config_name(model: str, suffix: str) -> str:
-    return "default" if (model, suffix) == ("mmvae", "default") else f"{model}-{suffix}"
+    return "mmvae-synthetic-pairs" if (model, suffix) == ("mmvae", "default") else f"{model}-{suffix}"
 
 
 def main() -> None:

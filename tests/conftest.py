@@ -43,4 +43,5 @@ TINY_CONFIG = [
     "train.log_every=1",
     "train.eval_batches=1",
     "train.grid_size=4",
+    "train.final_metrics=[]",
 ]

@@ -314,7 +314,7 @@ def test_jmvae_trains_through_run_on_tiny_pairs(tmp_path):
 
 
 def test_jmvae_trains_on_partially_observed_synthetic_pairs(tmp_path):
-    config = load_config("default", [
+    config = load_config("mmvae-synthetic-pairs", [
         "data.options={n_train: 200, n_test: 100, dm: 1, observed_fraction: 0.5}",
         "model.modalities={synth_hand: {encoder: mnist-mlp, decoder: mnist-mlp, net_options: {hidden: 32}}, "
         "synth_street: {encoder: svhn-conv, decoder: svhn-conv, net_options: {width: 4}}}",

@@ -1,4 +1,5 @@
-"""Exact resume with the real default networks (MNIST MLP + SVHN conv, learnable prior, DReG).
+"""Exact resume with the real networks of the demo and benchmarks (`mmvae-synthetic-pairs`:
+MNIST MLP + SVHN conv, learnable prior, DReG).
 
 An interrupted and resumed run must end bit-identical to an uninterrupted one: final
 parameters and metrics.jsonl. Interruptions: in-process (`fit(stop_at_step=...)`) at the
@@ -62,7 +63,7 @@ KILLER = textwrap.dedent(
 
 
 def config():
-    return load_config("default", SCHEDULE)
+    return load_config("mmvae-synthetic-pairs", SCHEDULE)
 
 
 def outcome(run_dir: Path) -> tuple[dict, bytes]:
@@ -107,7 +108,7 @@ def killed_run(args: list[str], kill_at: int) -> None:
 
 def test_sigkilled_processes_resume_bit_identical(tmp_path, reference):
     run_dir = tmp_path / "killed"
-    killed_run(["train", "--run-dir", str(run_dir), *SCHEDULE], kill_at=3)  # before the first checkpoint
+    killed_run(["train", "--config", "mmvae-synthetic-pairs", "--run-dir", str(run_dir), *SCHEDULE], kill_at=3)  # before the first checkpoint
     assert not (run_dir / "checkpoint.pt").exists() and (run_dir / "metrics.jsonl").exists()
     killed_run(["train", "--resume", str(run_dir)], kill_at=11)  # between checkpoints 9 and 12
     state = load_checkpoint(run_dir / "checkpoint.pt")
