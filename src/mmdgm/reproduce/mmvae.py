@@ -27,50 +27,49 @@ SCALES = {
     "paper": Scale((), {}, "the paper's schedule: dm=20 (1.1M pairs), 30 epochs, K=30; all test pairs"),
 }
 
-register(Experiment(
-    name="mmvae-table1",
-    title="MMVAE Table 1: latent digit accuracy (%) of a linear probe",
-    reference="Shi et al. 2019, Table 1 (§4.2)",
-    dataset=DATASET,
-    rows=ROWS,
-    columns=(
+
+def table(number: int, title: str, columns: tuple[Column, ...], published: dict, notes: str) -> Experiment:
+    """One of the paper's MNIST-SVHN tables: same rows, dataset and scales, its own columns."""
+    return register(Experiment(
+        name=f"mmvae-table{number}", title=f"MMVAE Table {number}: {title}",
+        reference=f"Shi et al. 2019, Table {number} (§4.2)", dataset=DATASET, rows=ROWS,
+        columns=columns, published=published, scales=SCALES, notes=notes,
+    ))
+
+
+table(
+    1,
+    "latent digit accuracy (%) of a linear probe",
+    (
         Column("MNIST encoder", "latent_accuracy", M, 100),
         Column("street encoder", "latent_accuracy", S, 100),
         Column("both", "latent_accuracy", "joint", 100),
     ),
-    published={"MMVAE": {"MNIST encoder": 91.3, "street encoder": 68.0},
-               "MVAE": {"MNIST encoder": 95.7, "street encoder": 9.1}},
-    scales=SCALES,
-    notes="Paper columns 'MVAE (both)' report 94.9 (MNIST labels) and 90.1 (SVHN labels) for the "
-          "joint posterior; our pairs share one label, so 'both' is one number. The paper's "
-          "single-VAE baseline (85.3 / 20.7) has no row here.",
-))
+    {"MMVAE": {"MNIST encoder": 91.3, "street encoder": 68.0},
+     "MVAE": {"MNIST encoder": 95.7, "street encoder": 9.1}},
+    "Paper columns 'MVAE (both)' report 94.9 (MNIST labels) and 90.1 (SVHN labels) for the "
+    "joint posterior; our pairs share one label, so 'both' is one number. The paper's "
+    "single-VAE baseline (85.3 / 20.7) has no row here.",
+)
 
-register(Experiment(
-    name="mmvae-table2",
-    title="MMVAE Table 2: coherence (%) of joint and cross generation",
-    reference="Shi et al. 2019, Table 2 (§4.2)",
-    dataset=DATASET,
-    rows=ROWS,
-    columns=(
+table(
+    2,
+    "coherence (%) of joint and cross generation",
+    (
         Column("joint", "joint_coherence", "joint_coherence", 100),
         Column("MNIST->street", "cross_coherence", f"{M}->{S}", 100),
         Column("street->MNIST", "cross_coherence", f"{S}->{M}", 100),
     ),
-    published={"MMVAE": {"joint": 42.1, "MNIST->street": 86.4, "street->MNIST": 69.1},
-               "MVAE": {"joint": 12.7, "MNIST->street": 9.5, "street->MNIST": 9.3}},
-    scales=SCALES,
-    notes="Coherence is judged by classifiers trained on the run's own data (street classifier on "
-          "the stand-in), so the street columns measure the stand-in, not SVHN.",
-))
+    {"MMVAE": {"joint": 42.1, "MNIST->street": 86.4, "street->MNIST": 69.1},
+     "MVAE": {"joint": 12.7, "MNIST->street": 9.5, "street->MNIST": 9.3}},
+    "Coherence is judged by classifiers trained on the run's own data (street classifier on "
+    "the stand-in), so the street columns measure the stand-in, not SVHN.",
+)
 
-register(Experiment(
-    name="mmvae-table3",
-    title="MMVAE Table 3: log-likelihoods (nats), proposal in the condition",
-    reference="Shi et al. 2019, Table 3 (§4.2)",
-    dataset=DATASET,
-    rows=ROWS,
-    columns=(
+table(
+    3,
+    "log-likelihoods (nats), proposal in the condition",
+    (
         Column("log p(m,n)", "joint_log_likelihood", f"log p({M},{S})"),
         Column("MNIST | both", "conditional_log_likelihoods", f"log p({M}|{M},{S})"),
         Column("MNIST | MNIST", "conditional_log_likelihoods", f"log p({M}|{M})"),
@@ -79,15 +78,14 @@ register(Experiment(
         Column("street | street", "conditional_log_likelihoods", f"log p({S}|{S})"),
         Column("street | MNIST", "conditional_log_likelihoods", f"log p({S}|{M})"),
     ),
-    published={
+    {
         "MMVAE": {"MNIST | both": 868.76, "MNIST | MNIST": 868.37, "MNIST | street": 628.31,
                   "street | both": 3441.01, "street | street": 3441.01, "street | MNIST": 2337.56},
         "MVAE": {"MNIST | both": -176.68, "MNIST | MNIST": -107.46, "MNIST | street": -778.20,
                  "street | both": 3395.12, "street | street": 3536.86, "street | MNIST": -12747.50},
     },
-    scales=SCALES,
-    notes="Paper street columns are SVHN numbers and not comparable with the stand-in's. The "
-          "paper's log p(x_m, x_n) column is illegible in our copy of the paper, so it is left "
-          "blank. 'x | S' names the proposal q(z | x_S) of an IWAE estimate of log p(x) (the "
-          "paper's notation; docs/evaluation-likelihood.md).",
-))
+    "Paper street columns are SVHN numbers and not comparable with the stand-in's. The "
+    "paper's log p(x_m, x_n) column is illegible in our copy of the paper, so it is left "
+    "blank. 'x | S' names the proposal q(z | x_S) of an IWAE estimate of log p(x) (the "
+    "paper's notation; docs/evaluation-likelihood.md).",
+)
