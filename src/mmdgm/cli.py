@@ -90,7 +90,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results = evaluate_run(
         Path(args.run_dir), metrics, metric_options(args.option), args.floor,
         Path(args.root) if args.root else None, args.seed, args.batch_size,
-        train_classifiers=args.train_classifiers,
+        train_classifiers=args.train_classifiers, snapshot=args.snapshot,
     )
     print(json.dumps({k: v for k, v in results.items() if not metrics or k in metrics}, indent=2)[:4000])
     return 0
@@ -189,6 +189,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default 256)")
     e.add_argument("--train-classifiers", action="store_true",
                    help="train missing coherence classifiers first (10 epochs) instead of stopping with an error")
+    e.add_argument("--snapshot", type=int, metavar="STEP",
+                   help="evaluate the weights saved after global step STEP (train.snapshot_steps); results go to "
+                   "RUN_DIR/snapshots/stepSTEP/")
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser(

@@ -38,9 +38,19 @@ def positive(default: float | None) -> Any:
     return field(default=default, metadata={"bound": (">", 0)})
 
 
+def positive_items() -> Any:
+    """A list field whose every item must be > 0 (empty by default)."""
+    return field(default_factory=list, metadata={"bound": (">", 0)})
+
+
 def check_bound(f: dataclasses.Field, value: Any, where: str) -> None:
-    """Raise a ConfigError naming `where` if `value` is outside the range of field `f`."""
+    """Raise a ConfigError naming `where` if `value` (or, for a list, an item of it) is
+    outside the range of field `f`."""
     if value is None or "bound" not in f.metadata:
+        return
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            check_bound(f, item, f"{where}[{i}]")
         return
     op, limit = f.metadata["bound"]
     if not BOUNDS[op](value, limit):
@@ -97,6 +107,7 @@ class TrainConfig:
     tensorboard: bool = False
     eval_batches: int = at_least(1, 20)
     final_metrics: list[str] = field(default_factory=list)
+    snapshot_steps: list[int] = positive_items()  # global steps at which snapshots/step{N}.pt is saved
 
 
 @dataclass

@@ -15,7 +15,7 @@ from mmdgm.models.base import MultimodalVAE
 from mmdgm.models.factory import build_model
 from mmdgm.runtime import configure
 from mmdgm.train.checkpoint import load_checkpoint
-from mmdgm.train.trainer import CHECKPOINT, FINAL, Trainer, init_seed
+from mmdgm.train.trainer import CHECKPOINT, FINAL, SNAPSHOTS, Trainer, init_seed, snapshot_dir
 
 log = logging.getLogger("mmdgm")
 
@@ -91,13 +91,28 @@ def resume(run_dir: Path) -> Path:
     return final_evaluation(config, trainer.fit())
 
 
-def load_run(run_dir: Path) -> tuple[Config, MultimodalVAE, MultimodalDataset]:
-    """The trained model of a run (final weights, else the latest checkpoint) and its test set."""
+def snapshot_weights(run_dir: Path, step: int) -> Path:
+    """The weights of snapshot `step`; a missing one is an error listing those there are."""
+    path = snapshot_dir(run_dir, step) / FINAL
+    if not path.is_file():
+        found = sorted(int(p.name[4:]) for p in (Path(run_dir) / SNAPSHOTS).glob("step*") if p.name[4:].isdigit())
+        raise FileNotFoundError(f"{run_dir} has no snapshot at step {step}; snapshots: {found or 'none'}")
+    return path
+
+
+def load_run(run_dir: Path, snapshot: int | None = None) -> tuple[Config, MultimodalVAE, MultimodalDataset]:
+    """The trained model of a run (final weights, else the latest checkpoint; or the weights
+    of snapshot step `snapshot`) and its test set."""
     config = read_run_config(run_dir)
     test_set = load_dataset(config, "test")
     model = build_model(config.model, test_set.shapes)
     final = Path(run_dir) / FINAL
-    state = load_checkpoint(final) if final.exists() else load_checkpoint(Path(run_dir) / CHECKPOINT)["model"]
+    if snapshot is not None:
+        state = load_checkpoint(snapshot_weights(run_dir, snapshot))
+    elif final.exists():
+        state = load_checkpoint(final)
+    else:
+        state = load_checkpoint(Path(run_dir) / CHECKPOINT)["model"]
     model.load_state_dict(state)
     model.eval()
     return config, model, test_set

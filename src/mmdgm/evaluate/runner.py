@@ -52,13 +52,17 @@ def evaluate_run(
     batch_size: int = 256,
     progress: bool = True,
     train_classifiers: bool = False,
+    snapshot: int | None = None,
 ) -> dict[str, Any]:
     """Compute `metrics` (default: all) for the run in `run_dir`; merge them into its
     eval.json (other metrics already there are kept) and return the merged results.
     Coherence classifiers are those of the run's dataset with its data options; with
-    `train_classifiers`, missing ones are trained first instead of being an error."""
+    `train_classifiers`, missing ones are trained first instead of being an error. With
+    `snapshot`, the weights saved after that global step are evaluated and eval.json and
+    figures go to that snapshot's directory (`snapshots/step{N}/`)."""
     from mmdgm.evaluate.classifier_store import MissingClassifierError, load_classifiers, train_dataset_classifiers
     from mmdgm.run import load_dataset, load_run
+    from mmdgm.train.trainer import snapshot_dir
 
     run_dir = Path(run_dir)
     names = list(metrics or DEFAULT_METRICS)
@@ -68,8 +72,9 @@ def evaluate_run(
     unknown = [k for k in options if k not in names]
     if unknown:
         raise ValueError(f"options given for metrics that are not requested: {unknown}")
-    results = read_eval(run_dir)
-    config, model, test_set = load_run(run_dir)
+    config, model, test_set = load_run(run_dir, snapshot)
+    out = run_dir if snapshot is None else snapshot_dir(run_dir, snapshot)
+    results = read_eval(out)
     root = Path(root or config.data.root or data_root())
     classifiers = None
     if NEEDS_CLASSIFIERS & set(names):
@@ -86,7 +91,7 @@ def evaluate_run(
         test_set=test_set,
         train_set=load_dataset(config, "train") if NEEDS_TRAIN_SET & set(names) else None,
         classifiers=classifiers,
-        out_dir=run_dir / "eval",
+        out_dir=out / "eval",
         batch_size=batch_size,
         seed=seed,
         progress=progress,
@@ -94,6 +99,6 @@ def evaluate_run(
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     for name in tqdm(names, desc="metrics", disable=not progress):
         results[name] = METRICS.get(name)(ctx, **options.get(name, {}))
-        atomic_write_text(run_dir / EVAL_FILE, json.dumps(results, indent=2))
+        atomic_write_text(out / EVAL_FILE, json.dumps(results, indent=2))
         log.info("%s: %s", name, json.dumps(results[name])[:300])
     return results

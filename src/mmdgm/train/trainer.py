@@ -34,6 +34,12 @@ FINAL = "model.pt"
 METRICS = "metrics.jsonl"
 TIMING = "timing.jsonl"
 LOGS = (METRICS, TIMING)
+SNAPSHOTS = "snapshots"
+
+
+def snapshot_dir(run_dir: Path, step: int) -> Path:
+    """Where the snapshot of `step` lives: its weights (model.pt) and its evaluation."""
+    return Path(run_dir) / SNAPSHOTS / f"step{step}"
 
 
 class TrainingDiverged(RuntimeError):
@@ -115,7 +121,8 @@ class Trainer:
     partial-observation protocol), metrics.jsonl (one JSON object per line, a pure function
     of the config), timing.jsonl (wall-clock seconds per epoch), checkpoint.pt (model,
     optimiser, RNG states, data position, the partial logging window and the logs' sizes;
-    replaced atomically), model.pt (final weights) and grids/*.png. A fresh run refuses a
+    replaced atomically), model.pt (final weights), grids/*.png and, for each of
+    `train.snapshot_steps`, snapshots/step{N}/model.pt (the weights after global step N). A fresh run refuses a
     directory that already holds a run; `resume()` continues one exactly where its
     checkpoint left it, so that an interrupted and resumed run ends bit-identical to an
     uninterrupted one (parameters and metrics.jsonl). The model must come freshly
@@ -282,6 +289,8 @@ class Trainer:
                     self.window[k] = self.window.get(k, 0.0) + v
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics['loss']:.1f}")
+                if p.global_step in self.cfg.snapshot_steps:
+                    save_checkpoint(snapshot_dir(self.run_dir, p.global_step) / FINAL, self.model.state_dict())
                 if p.global_step % self.cfg.log_every == 0:
                     count = self.cfg.log_every
                     self.log_metrics("train", {k: v / count for k, v in self.window.items()})
