@@ -82,11 +82,11 @@ def plot(points: list[dict], path: Path, cpu_steps: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/step-curve"))
-    parser.add_argument("--steps", default="100,200,460,1000,2000,3680,6000,10000,16000",
+    parser.add_argument("--steps", default="100,200,460,1000,2300,4600,8000",
                         help="snapshot steps, increasing; the last is where training stops")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--plot", type=Path, default=Path("docs/step-curve.png"))
-    parser.add_argument("--cpu-steps", type=int, default=3680, help="where the cpu scale ends (marked on the plot)")
+    parser.add_argument("--cpu-steps", type=int, default=2300, help="where the cpu scale ends (marked on the plot)")
     parser.add_argument("overrides", nargs="*", help="extra config overrides, e.g. model.options.objective=iwae")
     args = parser.parse_args()
     steps = sorted(int(s) for s in args.steps.split(","))

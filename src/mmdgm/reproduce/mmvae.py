@@ -20,9 +20,9 @@ SCALES = {
         "10,000 street digits, 1 epoch (~80 steps), K=2 (checks the pipeline, not the science)",
     ),
     "cpu": Scale(
-        ("data.options.dm=1", "train.epochs=8", "model.options.K=2"),
+        ("data.options.dm=1", "train.epochs=5", "model.options.K=2"),
         LIKELIHOODS,
-        "1:1 pairing (~55k pairs), 8 epochs (~3,400 steps), K=2; likelihoods K=1000 on 200 test pairs",
+        "1:1 pairing (~59k pairs), 5 epochs (2,300 steps of 128), K=2; likelihoods K=1000 on 200 test pairs",
     ),
     "paper": Scale((), {}, "the paper's schedule: dm=20 (1.1M pairs), 30 epochs, K=30; all test pairs"),
 }
