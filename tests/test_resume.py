@@ -194,3 +194,15 @@ def test_finished_run_without_checkpoint_is_not_restarted(tmp_path):
     with pytest.raises(CheckpointError, match="missing"):
         run.resume(run_dir)
     assert snapshot(run_dir) == before
+
+
+def test_run_written_before_a_config_key_existed_still_resumes(stopped):
+    """A key added later with a default (here model.contrastive) is not a config change."""
+    state = load_checkpoint(stopped / "checkpoint.pt")
+    del state["config"]["model"]["contrastive"]
+    torch.save(state, stopped / "checkpoint.pt")
+    text = (stopped / "config.yaml").read_text()
+    (stopped / "config.yaml").write_text("\n".join(l for l in text.splitlines() if "contrastive" not in l) + "\n")
+    assert (stopped / "model.pt").exists() is False
+    run.resume(stopped)
+    assert (stopped / "model.pt").exists()

@@ -79,6 +79,16 @@ class DataConfig:
 
 
 @dataclass
+class ContrastiveConfig:
+    """"Relating by contrasting" (Shi et al. 2021, eq. 4/14) over the model's objective."""
+
+    estimator: str = "iwae"  # term 2's bound: iwae (cI-<model>) or cubo (cC-<model>)
+    gamma: float = at_least(1, 2.0)  # weight of term 1, the model's own objective
+    n_negatives: int = at_least(1, 5)  # N re-paired tuples per data point
+    K: int | None = at_least(1, None)  # draws per bound of term 2; None: the model's K (1 if it has none)
+
+
+@dataclass
 class ModelConfig:
     name: str = "mmvae"
     latent_dim: int = at_least(1, 20)
@@ -89,6 +99,7 @@ class ModelConfig:
     learn_prior: bool = True
     options: dict[str, Any] = field(default_factory=dict)
     modalities: dict[str, ModalityConfig] = field(default_factory=dict)
+    contrastive: ContrastiveConfig | None = None  # set (even to {}) to train contrastively
 
 
 @dataclass
@@ -199,8 +210,17 @@ def builtin_configs() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("mmdgm.configs").iterdir() if p.name.endswith(".yaml"))
 
 
-def read_yaml(name_or_path: str) -> dict:
-    """Raw mapping of a built-in config name or a YAML file path."""
+def merged(base: dict, over: dict) -> dict:
+    """`base` with `over` laid on top, mappings merged key by key."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_yaml(name_or_path: str, seen: tuple[str, ...] = ()) -> dict:
+    """Raw mapping of a built-in config name or a YAML file path. A top-level `base: NAME`
+    starts from that config's mapping and lays this one over it."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
@@ -218,6 +238,13 @@ def read_yaml(name_or_path: str) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"config {name_or_path}: top level must be a mapping")
     raw.setdefault("name", path.stem if path.suffix else name_or_path)
+    if "base" in raw:
+        base = raw.pop("base")
+        if not isinstance(base, str):
+            raise ConfigError(f"config {name_or_path}: base must be a config name or path, got {base!r}")
+        if base in seen:
+            raise ConfigError(f"config {name_or_path}: circular base chain {' -> '.join((*seen, base))}")
+        raw = merged(read_yaml(base, (*seen, name_or_path)), raw)
     return raw
 
 

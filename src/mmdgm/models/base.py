@@ -51,10 +51,30 @@ def at_least(name: str, value: float, minimum: float) -> None:
 
 @dataclass
 class ModelOutput:
-    """What `forward` returns: the loss to minimise and named scalar metrics."""
+    """What `forward` returns: the loss to minimise, named scalar metrics and the
+    per-data-point objective (B,) whose negative mean is the loss (with gradients; for
+    surrogate objectives such as DReG its values are the surrogate's, its gradient the
+    estimator's)."""
 
     loss: Tensor
     metrics: dict[str, float] = field(default_factory=dict)
+    per_point: Tensor | None = None
+
+
+BOUND_ESTIMATORS = ("iwae", "cubo")
+
+
+def pooled_bound(lw: Tensor, count: Tensor, estimator: str) -> Tensor:
+    """Per-data-point estimate from pooled log-weights (N, B), `count` (B,) of them real:
+    "iwae" log (1/n) sum exp lw (Burda et al.), "cubo" (1/2) log (1/n) sum exp 2 lw (CUBO_2,
+    Dieng et al. 2017; "Relating by contrasting" eq. 5). Padding entries must be -inf or
+    the most negative float."""
+    log_n = count.to(lw.dtype).log()
+    if estimator == "iwae":
+        return torch.logsumexp(lw, 0) - log_n
+    if estimator == "cubo":
+        return (torch.logsumexp(2 * lw, 0) - log_n) / 2
+    raise ValueError(f"unknown bound estimator {estimator!r}{nearest(estimator, list(BOUND_ESTIMATORS))}")
 
 
 class MultimodalVAE(nn.Module):
@@ -163,9 +183,26 @@ class MultimodalVAE(nn.Module):
         """The joint posterior given the subset `modalities` (None: all observed)."""
         raise NotImplementedError
 
-    def log_likelihood(self, batch: Batch, K: int = 1000, chunk: int = 100) -> Tensor:
-        """Importance-sampled estimate of log p(x_observed), shape (B,)."""
+    def joint_log_weights(self, batch: Batch, K: int) -> tuple[Tensor, Tensor]:
+        """Reparameterised log-weights log p(z, x_O) - log q(z | x_O) of K draws per proposal
+        component of the model's joint posterior, for a validated batch with missing
+        entries zeroed: pooled (N, B) (padding at the most negative float) and the number
+        of real draws per data point (B,)."""
         raise NotImplementedError
+
+    def bound(self, batch: Batch, K: int, estimator: str = "iwae") -> Tensor:
+        """Per-data-point estimate of log p(x_observed), shape (B,), with gradients: the
+        IWAE lower bound or the CUBO upper bound (`pooled_bound`) of `joint_log_weights`."""
+        batch.validate(self.modalities)
+        return pooled_bound(*self.joint_log_weights(batch.zero_missing(), K), estimator)
+
+    @torch.no_grad()
+    def log_likelihood(self, batch: Batch, K: int = 1000, chunk: int = 100) -> Tensor:
+        """IWAE estimate of log p(x_observed) with K draws per proposal component of
+        `joint_log_weights`, accumulated over chunks of draws; shape (B,)."""
+        batch.validate(self.modalities)
+        batch = batch.zero_missing()
+        return chunked_log_mean_weight(lambda k: self.joint_log_weights(batch, k), K, chunk)
 
     def forward(self, batch: Batch) -> ModelOutput:
         raise NotImplementedError

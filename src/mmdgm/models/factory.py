@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 
 from mmdgm.config import ConfigError, ModalityConfig, ModelConfig
 from mmdgm.modalities import Modality
 from mmdgm.models.base import MODELS, MultimodalVAE
+from mmdgm.models.contrastive import contrastive_class
 from mmdgm.nets import DECODERS, ENCODERS
 from mmdgm.registry import nearest
 
@@ -73,6 +75,10 @@ def build_model(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]]) -> Multimo
         )
         for n, m in cfg.modalities.items()
     ]
+    contrastive = {}
+    if cfg.contrastive is not None:
+        cls = contrastive_class(cls)
+        contrastive = {"contrastive": dataclasses.asdict(cfg.contrastive)}
     return cls(
         modalities,
         cfg.latent_dim,
@@ -82,4 +88,5 @@ def build_model(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]]) -> Multimo
         prior_scale=cfg.prior_scale,
         learn_prior=cfg.learn_prior,
         **cfg.options,
+        **contrastive,
     )

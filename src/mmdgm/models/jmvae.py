@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from mmdgm.batch import Batch, BatchError
 from mmdgm.distributions import Normal
 from mmdgm.modalities import Modality
-from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, chunked_log_mean_weight
+from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE
 from mmdgm.nets import ENCODERS
 from mmdgm.nets.layers import mlp
 
@@ -151,7 +151,8 @@ class JMVAE(MultimodalVAE):
         """Mean over rows of -(ELBO - alpha * sum_m KL(q(z|X) || q(z|x_m)))."""
         batch.validate(self.modalities)
         t = self.terms(batch.zero_missing())
-        loss = -(t.elbo - self.alpha * t.kl_unimodal).mean()
+        per_point = t.elbo - self.alpha * t.kl_unimodal
+        loss = -per_point.mean()
         with torch.no_grad():
             n_complete = int(t.complete.sum())
             metrics = {
@@ -160,19 +161,12 @@ class JMVAE(MultimodalVAE):
                 "kl_unimodal": float(t.kl_unimodal.sum()) / max(n_complete, 1),
                 "complete_fraction": n_complete / batch.size,
             }
-        return ModelOutput(loss, metrics)
+        return ModelOutput(loss, metrics, per_point)
 
-    @torch.no_grad()
-    def log_likelihood(self, batch: Batch, K: int = 1000, chunk: int = 100) -> Tensor:
-        """IWAE estimate of log p(x_observed) with K draws of `encode(batch)`: the joint
-        encoder on complete rows, the product of observed experts elsewhere."""
-        batch.validate(self.modalities)
-        batch = batch.zero_missing()
-        q, prior = self.encode(batch), self.prior()
-
-        def draw(k: int) -> tuple[Tensor, Tensor]:
-            z = q.sample((k,))
-            lw = prior.log_prob(z).sum(-1) + self.log_likelihood_terms(batch, z) - q.log_prob(z).sum(-1)
-            return lw, torch.full((batch.size,), k)
-
-        return chunked_log_mean_weight(draw, K, chunk)
+    def joint_log_weights(self, batch: Batch, K: int) -> tuple[Tensor, Tensor]:
+        """K draws of `encode(batch)`: the joint encoder on complete rows, the product of
+        observed experts elsewhere."""
+        q = self.encode(batch)
+        z = q.rsample((K,))
+        lw = self.prior().log_prob(z).sum(-1) + self.log_likelihood_terms(batch, z) - q.log_prob(z).sum(-1)
+        return lw, torch.full((batch.size,), K)

@@ -9,7 +9,7 @@ from torch import Tensor
 from mmdgm.batch import Batch
 from mmdgm.distributions import MixtureOfExperts, Normal
 from mmdgm.distributions.product import product_of_gaussians
-from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, at_least, chunked_log_mean_weight
+from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, at_least
 from mmdgm.models.mmvae import tight
 from mmdgm.models.mvae import require_gaussian, unimodal_experts
 from mmdgm.objectives.estimators import stratum_mean
@@ -93,7 +93,8 @@ class MMJSD(MultimodalVAE):
         log_px = self.log_likelihood_terms(batch, z)
         rec = stratum_mean(log_px.mean(0), observed)
         jsd = self.jsd(locs, scales, observed)
-        loss = -(rec - self.beta * jsd).mean()
+        per_point = rec - self.beta * jsd
+        loss = -per_point.mean()
         with torch.no_grad():
             q = MixtureOfExperts([Normal(locs[j], scales[j]) for j in range(len(self.names))], observed)
             lw = self.prior().log_prob(z).sum(-1) + log_px - q.log_prob(z)
@@ -104,19 +105,11 @@ class MMJSD(MultimodalVAE):
                 "jsd": float(jsd.mean()),
                 "elbo": float(stratum_mean(lw.mean(0), observed).mean()),
             }
-        return ModelOutput(loss, metrics)
+        return ModelOutput(loss, metrics, per_point)
 
-    @torch.no_grad()
-    def log_likelihood(self, batch: Batch, K: int = 1000, chunk: int = 100) -> Tensor:
-        """Tight IWAE estimate of log p(x_observed) with the mixture posterior as proposal,
-        K draws per observed expert pooled (as MMVAE's tight bound)."""
-        batch.validate(self.modalities)
-        batch = batch.zero_missing()
+    def joint_log_weights(self, batch: Batch, K: int) -> tuple[Tensor, Tensor]:
+        """K draws per observed expert of the mixture posterior, pooled (as MMVAE's tight bound)."""
         q = self.encode(batch)
-
-        def draw(k: int) -> tuple[Tensor, Tensor]:
-            z = torch.stack([e.sample((k,)) for e in q.experts])
-            lw = self.prior().log_prob(z).sum(-1) + self.log_likelihood_terms(batch, z) - q.log_prob(z)
-            return tight(lw, q.mask)[0][0], q.mask.sum(0) * k
-
-        return chunked_log_mean_weight(draw, K, chunk)
+        z = torch.stack([e.rsample((K,)) for e in q.experts])
+        lw = self.prior().log_prob(z).sum(-1) + self.log_likelihood_terms(batch, z) - q.log_prob(z)
+        return tight(lw, q.mask)[0][0], q.mask.sum(0) * K

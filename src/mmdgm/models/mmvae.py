@@ -10,7 +10,7 @@ from torch import Tensor
 
 from mmdgm.batch import Batch
 from mmdgm.distributions import MixtureOfExperts
-from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, at_least, chunked_log_mean_weight
+from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, at_least
 from mmdgm.objectives import dreg, dreg_mixture, elbo, iwae, iwae_stl
 from mmdgm.registry import nearest
 
@@ -117,7 +117,8 @@ class MMVAE(MultimodalVAE):
         batch = batch.zero_missing()
         objective = self.objective if torch.is_grad_enabled() else "iwae"
         s = self.stratified_sample(batch, self.K, detach_q=objective in DETACHED_Q)
-        loss = -SURROGATES[objective](s).mean()
+        per_point = SURROGATES[objective](s)
+        loss = -per_point.mean()
         with torch.no_grad():
             looser = iwae(s.lw, s.mask).mean()
             metrics = {
@@ -126,17 +127,9 @@ class MMVAE(MultimodalVAE):
                 "iwae_tight": float(tight_iwae(s.lw, s.mask).mean()),
                 "elbo": float(elbo(s.lw, s.mask).mean()),
             }
-        return ModelOutput(loss, metrics)
+        return ModelOutput(loss, metrics, per_point)
 
-    @torch.no_grad()
-    def log_likelihood(self, batch: Batch, K: int = 1000, chunk: int = 100) -> Tensor:
-        """Tight IWAE estimate of log p(x_observed) with K samples per observed modality
-        (stratified MoE proposal), accumulated over chunks of samples."""
-        batch.validate(self.modalities)
-        batch = batch.zero_missing()
-
-        def draw(k: int) -> tuple[Tensor, Tensor]:
-            s = self.stratified_sample(batch, k)
-            return tight(s.lw, s.mask)[0][0], s.mask.sum(0) * k
-
-        return chunked_log_mean_weight(draw, K, chunk)
+    def joint_log_weights(self, batch: Batch, K: int) -> tuple[Tensor, Tensor]:
+        """K draws per observed expert of the MoE posterior, pooled (the tight bound's weights)."""
+        s = self.stratified_sample(batch, K)
+        return tight(s.lw, s.mask)[0][0], s.mask.sum(0) * K

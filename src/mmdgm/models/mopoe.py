@@ -10,7 +10,7 @@ from torch import Tensor
 from mmdgm.batch import Batch, BatchError
 from mmdgm.distributions import MixtureOfExperts, Normal
 from mmdgm.distributions.product import product_of_gaussians
-from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, at_least, chunked_log_mean_weight
+from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, at_least
 from mmdgm.models.mmvae import tight
 from mmdgm.models.mvae import require_gaussian, unimodal_experts
 from mmdgm.objectives.estimators import stratum_mean
@@ -92,7 +92,8 @@ class MoPoE(MultimodalVAE):
         z = components.rsample((self.K,))
         rec = self.log_likelihood_terms(batch, z).mean(0)
         kl = components.kl(self.prior()).sum(-1)
-        loss = -stratum_mean(rec - self.beta * kl, q.mask).mean()
+        per_point = stratum_mean(rec - self.beta * kl, q.mask)
+        loss = -per_point.mean()
         with torch.no_grad():
             rec_mean, kl_mean = stratum_mean(rec, q.mask).mean(), stratum_mean(kl, q.mask).mean()
             metrics = {
@@ -101,20 +102,12 @@ class MoPoE(MultimodalVAE):
                 "rec": float(rec_mean),
                 "kl": float(kl_mean),
             }
-        return ModelOutput(loss, metrics)
+        return ModelOutput(loss, metrics, per_point)
 
-    @torch.no_grad()
-    def log_likelihood(self, batch: Batch, K: int = 1000, chunk: int = 100) -> Tensor:
-        """Importance-sampled log p(x_observed) with the mixture posterior as proposal,
-        stratified: K draws from each of a sample's components, pooled (as MMVAE's tight bound)."""
-        batch.validate(self.modalities)
-        batch = batch.zero_missing()
+    def joint_log_weights(self, batch: Batch, K: int) -> tuple[Tensor, Tensor]:
+        """K draws from each of a sample's mixture components, pooled (as MMVAE's tight bound)."""
         q = self.encode(batch)
         components = Normal(torch.stack([c.loc for c in q.experts]), torch.stack([c.scale for c in q.experts]))
-
-        def draw(k: int) -> tuple[Tensor, Tensor]:
-            z = components.sample((k,)).transpose(0, 1)
-            lw = self.prior().log_prob(z).sum(-1) + self.log_likelihood_terms(batch, z) - q.log_prob(z)
-            return tight(lw, q.mask)[0][0], q.mask.sum(0) * k
-
-        return chunked_log_mean_weight(draw, K, chunk)
+        z = components.rsample((K,)).transpose(0, 1)
+        lw = self.prior().log_prob(z).sum(-1) + self.log_likelihood_terms(batch, z) - q.log_prob(z)
+        return tight(lw, q.mask)[0][0], q.mask.sum(0) * K

@@ -10,7 +10,7 @@ from torch import Tensor
 from mmdgm.batch import Batch
 from mmdgm.distributions import Normal
 from mmdgm.distributions.product import product_of_gaussians
-from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, at_least, chunked_log_mean_weight
+from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, at_least
 from mmdgm.objectives.estimators import log_mean_exp
 
 
@@ -122,16 +122,8 @@ class MVAE(MultimodalVAE):
             "iwae": float(log_mean_exp(joint, 0).mean()),
             "kl_weight": beta,
         }
-        return ModelOutput(loss, metrics)
+        return ModelOutput(loss, metrics, total)
 
-    @torch.no_grad()
-    def log_likelihood(self, batch: Batch, K: int = 1000, chunk: int = 100) -> Tensor:
-        """IWAE estimate of log p(x_observed) with K samples from the joint PoE posterior."""
-        batch.validate(self.modalities)
-        batch = batch.zero_missing()
-        q = self.encode(batch)
-
-        def draw(k: int) -> tuple[Tensor, Tensor]:
-            return self.log_weights(batch, self.names, q, k, 1.0)[1], torch.full((batch.size,), k)
-
-        return chunked_log_mean_weight(draw, K, chunk)
+    def joint_log_weights(self, batch: Batch, K: int) -> tuple[Tensor, Tensor]:
+        """K draws of the joint PoE posterior at KL weight 1."""
+        return self.log_weights(batch, self.names, self.encode(batch), K, 1.0)[1], torch.full((batch.size,), K)

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from mmdgm.config import Config, ConfigError, build, to_dict
+
 FORMAT = "mmdgm-training-checkpoint"
 VERSION = 2
 TRAINING_KEYS = (
@@ -78,6 +80,15 @@ def config_differences(a: dict, b: dict) -> list[str]:
             if fa.get(k, "<absent>") != fb.get(k, "<absent>")]
 
 
+def with_defaults(raw: dict) -> dict:
+    """A saved config with the defaults of keys added since it was written (as is, if it
+    no longer validates: the comparison then names what changed)."""
+    try:
+        return to_dict(build(Config, raw))
+    except ConfigError:
+        return raw
+
+
 def load_training_checkpoint(path: Path, config: dict) -> dict[str, Any]:
     """The training state in `path`, checked to be a complete checkpoint of a run with `config`."""
     state = load_checkpoint(path)
@@ -92,7 +103,7 @@ def load_training_checkpoint(path: Path, config: dict) -> dict[str, Any]:
     missing = [k for k in TRAINING_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"{path} is incomplete: it lacks {missing}")
-    differences = config_differences(state["config"], config)
+    differences = config_differences(with_defaults(state["config"]), config)
     if differences:
         shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
         raise CheckpointError(
