@@ -198,3 +198,13 @@ def test_config_base_chain(tmp_path):
     loop.write_text(f"base: {loop}\n")
     with pytest.raises(ConfigError, match="circular base chain"):
         load_config(str(loop))
+
+
+def test_contrastive_null_in_a_saved_config_stays_off(tmp_path):
+    """config.yaml of a plain run holds `contrastive: null`; reading it back must not
+    turn the objective on (an optional section's None is not an empty section)."""
+    path = tmp_path / "run.yaml"
+    path.write_text("model: {name: mvae, contrastive: null}\n")
+    assert load_config(str(path)).model.contrastive is None
+    path.write_text("model: {name: mvae, contrastive: {}}\n")
+    assert load_config(str(path)).model.contrastive.estimator == "iwae"

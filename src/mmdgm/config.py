@@ -134,11 +134,12 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
     if hint is Any:
         return value
     if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
         errors = []
-        for option in typing.get_args(hint):
+        for option in options:
             if option is type(None):
-                if value is None:
-                    return None
                 continue
             try:
                 return _check_type(value, option, where)
