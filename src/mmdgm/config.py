@@ -76,6 +76,8 @@ class DataConfig:
     name: str = "synthetic-pairs"
     root: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # a .pt file of {modality: (n,) train-row indices}: train on these re-paired tuples instead
+    train_rows: str | None = None
 
 
 @dataclass

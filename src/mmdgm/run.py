@@ -21,8 +21,25 @@ log = logging.getLogger("mmdgm")
 
 
 def load_dataset(config: Config, split: str) -> MultimodalDataset:
+    """The config's dataset split; the train split re-paired by `data.train_rows` if set."""
     root = Path(config.data.root) if config.data.root else data_root()
-    return DATASETS.get(config.data.name)(split, root, **config.data.options)
+    dataset = DATASETS.get(config.data.name)(split, root, **config.data.options)
+    if split == "train" and config.data.train_rows:
+        dataset = dataset.repaired(read_rows(Path(config.data.train_rows)))
+    return dataset
+
+
+def read_rows(path: Path) -> dict[str, torch.Tensor]:
+    """A `data.train_rows` file: {modality: 1-D long tensor of rows}."""
+    if not path.is_file():
+        raise FileNotFoundError(f"data.train_rows: {path} does not exist")
+    try:
+        rows = torch.load(path, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same error to the user
+        raise ValueError(f"data.train_rows: {path} is not a readable torch file ({e})") from e
+    if not isinstance(rows, dict) or not all(isinstance(v, torch.Tensor) and v.dtype == torch.long for v in rows.values()):
+        raise ValueError(f"data.train_rows: {path} must hold {{modality: long tensor of rows}}")
+    return rows
 
 
 def check_metrics(names: list[str]) -> None:

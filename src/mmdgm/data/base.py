@@ -70,6 +70,23 @@ class MultimodalDataset:
             data[k] = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
         return Batch(data, {k: m[rows] for k, m in self.mask.items()}, self.labels[rows])
 
+    def repaired(self, rows: Mapping[str, Tensor]) -> "MultimodalDataset":
+        """A dataset whose row i takes modality m from row rows[m][i] of this one (fully
+        observed; labels of the first modality's row): re-paired or selected tuples."""
+        names = list(self.sources)
+        if sorted(rows) != sorted(names):
+            raise ValueError(f"dataset {self.name!r}: re-pairing needs rows for exactly {names}, got {sorted(rows)}")
+        sizes = {k: tuple(v.shape) for k, v in rows.items()}
+        if len(set(sizes.values())) != 1 or len(next(iter(sizes.values()))) != 1:
+            raise ValueError(f"dataset {self.name!r}: re-pairing rows must be 1-D of one length, got {sizes}")
+        for k, r in rows.items():
+            if len(r) and (int(r.min()) < 0 or int(r.max()) >= len(self)):
+                raise ValueError(f"dataset {self.name!r}: re-pairing rows of {k!r} outside 0..{len(self) - 1}")
+            if not bool(self.mask[k][r].all()):
+                raise ValueError(f"dataset {self.name!r}: re-pairing takes {k!r} from rows where it is unobserved")
+        return MultimodalDataset(self.sources, self.labels[rows[names[0]]],
+                                 {k: self.index[k][rows[k]] for k in names}, None, self.name)
+
     def subset(self, rows: Tensor) -> "MultimodalDataset":
         """A dataset of the given rows sharing the same sources."""
         return MultimodalDataset(

@@ -56,6 +56,13 @@ def log_likelihoods(model: MultimodalVAE, dataset: MultimodalDataset, J: Tensor,
     return torch.cat(joint), (torch.cat(marg, 1) if marginals else None)
 
 
+def pmi_of_tuples(model: MultimodalVAE, dataset: MultimodalDataset, J: Tensor, K: int = 1000, chunk: int = 100,
+                  batch_size: int = 256, progress: bool = False) -> Tensor:
+    """PMI of the tuples J (M, n): modality m of tuple i from row J[m, i] of `dataset`."""
+    joint, marg = log_likelihoods(model, dataset, J, K, chunk, batch_size, True, progress)
+    return joint - marg.sum(0)
+
+
 def pmi_of_pairs(model: MultimodalVAE, dataset: MultimodalDataset, rows: Tensor, K: int = 1000, chunk: int = 100,
                  batch_size: int = 256, progress: bool = False, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
     """PMI of the related tuples of `rows` (complete rows of `dataset`) and of as many

@@ -1,0 +1,92 @@
+"""Label propagation end to end on tiny data: splits, the accepted set, P/R/F1, resume;
+the relatedness metric on a trained run; re-paired training sets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sklearn.metrics import precision_recall_fscore_support
+
+from mmdgm import cli, run
+from mmdgm.config import load_config
+from mmdgm.evaluate.runner import evaluate_run
+from mmdgm.labelprop import Plan, label_propagation
+from mmdgm.labelprop.pipeline import prf
+from mmdgm.labelprop.siamese import pair_loss
+
+TINY = ["data.options.n_train=150", "data.options.n_test=60", "train.epochs=1", "train.batch_size=32",
+        "train.eval_batches=1", "train.grid_size=2"]
+
+
+@pytest.fixture(scope="module")
+def propagated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("labelprop")
+    plan = Plan(config="ci-mmvae-default", related_fraction=0.25, overrides=TINY, unrelated_share=0.4, K=3,
+                score_rows=120, metrics=["latent_accuracy"], siamese_epochs=1)
+    return plan, out, label_propagation(plan, out)
+
+
+def test_splits_and_accepted_set(propagated):
+    plan, out, results = propagated
+    splits = torch.load(out / "splits.pt", weights_only=True)
+    s_r, J, truth = splits["S_r"], splits["F_m"], splits["F_m_related"]
+    assert J.shape == (2, 120) and results["sizes"] == {"S_r": len(s_r), "F_m": 120, "F_m related": int(truth.sum())}
+    assert not set(s_r.tolist()) & set(J.flatten().tolist()), "S_r and F_m share rows"
+    assert torch.equal(J[0, truth], J[1, truth]) and (J[0, ~truth] != J[1, ~truth]).all()
+    assert 0.2 < (~truth).float().mean() < 0.6
+    scores = torch.load(out / "scores-pmi.pt", weights_only=True)
+    threshold = results["relatedness"]["pmi"]["S_m"]["threshold"]
+    accepted = scores["F_m"] > threshold
+    rows = torch.load(out / "propagated-rows.pt", weights_only=True)
+    for m, name in enumerate(["synth_hand", "synth_street"]):
+        assert torch.equal(rows[name], torch.cat([s_r, J[m][accepted]]))
+    assert results["relatedness"]["pmi"]["F_m"] == {**prf(accepted, truth), "auc": results["relatedness"]["pmi"]["F_m"]["auc"]}
+    assert run.read_run_config(out / "propagated").data.train_rows.endswith("propagated-rows.pt")
+    assert len(run.make_trainer(run.read_run_config(out / "propagated"), out / "x").train_set) == len(s_r) + int(accepted.sum())
+    for name in ("report.md", "report.html", "pmi-f_m.png", "pmi-s_m.png"):
+        assert (out / name).stat().st_size > 100
+    assert "siamese" in (out / "report.md").read_text()
+
+
+def test_second_call_reuses_every_stage(propagated):
+    plan, out, results = propagated
+    stamps = {p: p.stat().st_mtime_ns for p in [out / "pretrain" / "model.pt", out / "propagated" / "model.pt",
+                                                 out / "scores-pmi.pt", out / "scores-siamese.pt"]}
+    assert label_propagation(plan, out)["relatedness"] == results["relatedness"]
+    assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
+
+
+def test_relatedness_metric_on_a_trained_run(propagated):
+    _, out, _ = propagated
+    result = evaluate_run(out / "pretrain", ["relatedness"], {"relatedness": {"K": 3, "n": 40}}, progress=False)
+    r = result["relatedness"]
+    assert r["n"] == 40 and 0 <= r["auc"] <= 1 and 0.5 <= r["accuracy"] <= 1
+    assert (out / "pretrain" / "eval" / "relatedness.png").exists()
+
+
+def test_prf_against_sklearn():
+    g = torch.Generator().manual_seed(0)
+    predicted, truth = torch.rand(200, generator=g) > 0.4, torch.rand(200, generator=g) > 0.5
+    p, r, f, _ = precision_recall_fscore_support(truth.numpy(), predicted.numpy(), average="binary")
+    got = prf(predicted, truth)
+    assert (got["precision"], got["recall"], got["f1"]) == pytest.approx((p, r, f))
+
+
+def test_pair_loss_is_hadsell_eq4():
+    d = torch.tensor([0.5, 2.0, 0.3, 1.5])
+    related = torch.tensor([True, True, False, False])
+    assert pair_loss(d, related, 1.0).item() == pytest.approx((0.25 + 4.0 + 0.49 + 0.0) / 4)
+
+
+def test_bad_plans_and_rows_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="related_fraction must be in"):
+        label_propagation(Plan(config="ci-mmvae-default", related_fraction=1.5), tmp_path)
+    cfg = load_config("mvae-default", [*TINY, f"data.train_rows={tmp_path / 'none.pt'}"])
+    with pytest.raises(FileNotFoundError, match="data.train_rows"):
+        run.load_dataset(cfg, "train")
+    torch.save({"synth_hand": torch.tensor([0, 1]), "synth_street": torch.tensor([1, 10**6])}, tmp_path / "far.pt")
+    cfg = load_config("mvae-default", [*TINY, f"data.train_rows={tmp_path / 'far.pt'}"])
+    with pytest.raises(ValueError, match="outside"):
+        run.load_dataset(cfg, "train")
+    assert cli.main(["label-propagation", "--config", "ci-mmvae-default", "--related-fraction", "0",
+                     "--out", str(tmp_path / "lp")]) == 2
