@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -68,7 +69,8 @@ def test_finished_runs_are_reused_and_interrupted_ones_resumed(tmp_path):
 def test_registered_paper_experiments_are_well_formed():
     """Every built-in experiment's configs load at every scale, build their model, and every
     published number belongs to a column."""
-    names = ["mmvae-table1", "mmvae-table2", "mmvae-table3", "mmvae-estimators"]
+    names = ["mmvae-table1", "mmvae-table2", "mmvae-table3", "mmvae-estimators", "contrastive-table1",
+             "contrastive-figure6", "contrastive-figure8"]
     assert set(names) <= set(EXPERIMENTS.names())
     known = {"mnist": (1, 28, 28), "synth_hand": (1, 28, 28), "synth_street": (3, 32, 32)}
     for name in names:
@@ -77,7 +79,7 @@ def test_registered_paper_experiments_are_well_formed():
         assert all(set(v) <= labels for v in e.published.values()), name
         for scale in SCALES:
             for row in e.rows:
-                config = load_config(row.config, [*e.scales[scale].overrides, *row.overrides])
+                config = load_config(row.config, [*e.scales[scale].overrides_for(row.config), *row.overrides])
                 build_model(config.model, {m: known[m] for m in config.model.modalities})
 
 
@@ -100,3 +102,39 @@ def test_rows_can_be_selected(tmp_path):
     assert set(table_cells(md.read_text())) == {"MMVAE"}
     with pytest.raises(ValueError, match="no row"):
         reproduce("tiny-table", "smoke", [1], tmp_path, only=["JMVAE"])
+
+
+if "tiny-curve" not in EXPERIMENTS:
+    register(Experiment(
+        name="tiny-curve",
+        title="A tiny curve with label propagation",
+        reference="Nobody et al., Figure 0",
+        dataset="tiny-pairs (test data)",
+        rows=(Row("plain", "default", tuple(TINY_CONFIG), "plain", 100.0),
+              Row("plain half", "default", (*TINY_CONFIG, "train.batch_size=16"), "plain", 50.0),
+              Row("propagated", "default", tuple(TINY_CONFIG), "lp", 30.0, 0.3)),
+        columns=(Column("acc a", "latent_accuracy", "a", 100), Column("acc a after", "propagation/runs/propagated/latent_accuracy", "a", 100),
+                 Column("PMI F1", "propagation/relatedness", "pmi/F_m/f1")),
+        published={},
+        scales={s: Scale(("train.epochs=1",), {"label_propagation": {"K": 2, "siamese_epochs": 1}}) for s in SCALES},
+    ))
+
+
+def test_curves_and_label_propagation_rows(tmp_path):
+    md, page = reproduce("tiny-curve", "smoke", [1], tmp_path)
+    cells = {r[0].strip(): [c.strip() for c in r[1:]] for r in
+             (line.strip("|").split("|") for line in md.read_text().splitlines() if line.startswith("| p"))}
+    results = json.loads((run_dir_of(tmp_path, "smoke", EXPERIMENTS.get("tiny-curve").rows[2], 1)
+                                        / "results.json").read_text())
+    assert cells["propagated"][4] == fmt(results["relatedness"]["pmi"]["F_m"]["f1"], 0.0, 1)
+    assert cells["propagated"][2] == fmt(100 * results["runs"]["propagated"]["latent_accuracy"]["a"], 0.0, 1)
+    assert cells["plain"][0] != "–" and cells["plain"][4] == "–"
+    assert (md.parent / "curves.png").stat().st_size > 1000 and "curves.png" in page.read_text()
+
+
+def test_scale_overrides_by_model():
+    scale = Scale(("train.epochs=1",), by_model={"mmvae": ("model.options.K=5",), "contrastive": ("model.contrastive.K=3",)})
+    assert scale.overrides_for("mmvae-synthetic-pairs") == ["train.epochs=1", "model.options.K=5"]
+    assert scale.overrides_for("ci-mmvae-default") == ["train.epochs=1", "model.options.K=5", "model.contrastive.K=3"]
+    assert scale.overrides_for("ci-jmvae-default") == ["train.epochs=1", "model.contrastive.K=3"]
+    assert scale.overrides_for("mvae-default") == ["train.epochs=1"]

@@ -19,17 +19,35 @@ SCALES = ("smoke", "cpu", "paper")
 
 @dataclass(frozen=True)
 class Row:
+    """One run per seed of `config` with `overrides`. Rows with `x` are points of the
+    curve `series` (the report plots every column against x). A row with `propagation`
+    runs `mmdgm label-propagation` with that related fraction instead of one training run;
+    its columns read results.json (keys as "a/b/c" paths)."""
+
     label: str
     config: str
     overrides: tuple[str, ...] = ()
+    series: str = ""
+    x: float | None = None
+    propagation: float | None = None
+
+
+PROPAGATION = "propagation/"
 
 
 @dataclass(frozen=True)
 class Column:
+    """`metric`/`key` of a run's eval.json; a metric "propagation/<path>" reads <path> of a
+    label-propagation row's results.json (e.g. "propagation/runs/propagated/cross_coherence")."""
+
     label: str
     metric: str
     key: str
     scale: float = 1.0
+
+    @property
+    def propagation_path(self) -> str | None:
+        return self.metric[len(PROPAGATION):] if self.metric.startswith(PROPAGATION) else None
 
 
 @dataclass(frozen=True)
@@ -39,6 +57,19 @@ class Scale:
     overrides: tuple[str, ...] = ()
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     note: str = ""
+    # more overrides for rows whose config trains this model name, or (key "contrastive")
+    # whose config has a contrastive section: options only some models accept
+    by_model: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def overrides_for(self, config: str) -> list[str]:
+        """Every override of this scale for a run of built-in config `config`."""
+        from mmdgm.config import load_config
+
+        model = load_config(config).model
+        extra = self.by_model.get(model.name, ())
+        if model.contrastive is not None:
+            extra = (*extra, *self.by_model.get("contrastive", ()))
+        return [*self.overrides, *extra]
 
 
 @dataclass(frozen=True)
@@ -64,7 +95,8 @@ class Experiment:
 
     @property
     def metrics(self) -> list[str]:
-        return list(dict.fromkeys(c.metric for c in self.columns))
+        """The metrics a plain run of this experiment is evaluated with."""
+        return list(dict.fromkeys(c.metric for c in self.columns if c.propagation_path is None))
 
 
 EXPERIMENTS: Registry[Experiment] = Registry("experiment")

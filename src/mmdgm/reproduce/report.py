@@ -41,6 +41,8 @@ def markdown(experiment: Experiment, header: list[str], rows: list[list[str]], i
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     if experiment.notes:
         lines += ["", experiment.notes]
+    if any(r.x is not None for r in experiment.rows):
+        lines += ["", "![each column against the share of data](curves.png)"]
     return "\n".join(lines) + "\n"
 
 
@@ -59,6 +61,8 @@ def html_page(experiment, header, rows, info, runs: dict[str, list[Path]], out_d
     parts.append("</table>")
     if experiment.notes:
         parts.append(f"<p>{esc(experiment.notes)}</p>")
+    if (out_dir / "curves.png").exists():
+        parts.append("<img src='curves.png' style='max-width:100%'>")
     for label, dirs in runs.items():
         grids = sorted((dirs[0] / "grids").glob("*.png"))[-3:]
         parts.append(f"<h3>{esc(label)} ({esc(str(dirs[0]))})</h3>")

@@ -36,6 +36,37 @@ def run_dir_of(out: Path, scale: str, row: Row, seed: int) -> Path:
     return out / "runs" / scale / name / f"seed{seed}"
 
 
+def ensure_propagated(experiment: Experiment, row: Row, scale: str, seed: int, run_dir: Path) -> dict[str, Any]:
+    """results.json of the row's label-propagation pipeline (each stage reused when done)."""
+    from mmdgm.labelprop import Plan, label_propagation
+
+    path = run_dir / "results.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    metrics = sorted({c.propagation_path.split("/")[-1] for c in experiment.columns
+                      if (c.propagation_path or "").startswith("runs/")})
+    plan = Plan(config=row.config, related_fraction=row.propagation, seed=seed,
+                overrides=[*experiment.scales[scale].overrides_for(row.config), *row.overrides], metrics=metrics,
+                **experiment.scales[scale].metric_options.get("label_propagation", {}))
+    return label_propagation(plan, run_dir)
+
+
+def nested(node: Any, parts: list[str]) -> Any:
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def lookup(results: dict[str, Any], metric: str, key: str) -> Any:
+    """results[metric][key]; a metric or key "a/b" not found as such is a nested path."""
+    node = results[metric] if metric in results else nested(results, metric.split("/"))
+    if not isinstance(node, dict):
+        return None
+    return node[key] if key in node else nested(node, key.split("/"))
+
+
 def ensure_trained(experiment: Experiment, row_index: int, scale: str, seed: int, run_dir: Path) -> str:
     """Train, resume or reuse the run; returns what was done."""
     if (run_dir / FINAL).exists():
@@ -44,7 +75,7 @@ def ensure_trained(experiment: Experiment, row_index: int, scale: str, seed: int
         run.resume(run_dir)
         return "resumed"
     row = experiment.rows[row_index]
-    overrides = [*experiment.scales[scale].overrides, *row.overrides, f"train.seed={seed}"]
+    overrides = [*experiment.scales[scale].overrides_for(row.config), *row.overrides, f"train.seed={seed}"]
     run.train(load_config(row.config, overrides), run_dir)
     return "trained"
 
@@ -57,6 +88,33 @@ def ensure_evaluated(experiment: Experiment, scale: str, run_dir: Path) -> dict[
         options = {m: o for m, o in experiment.scales[scale].metric_options.items() if m in missing}
         results = evaluate_run(run_dir, missing, options, train_classifiers=True)
     return results
+
+
+CURVES = "curves.png"
+
+
+def plot_curves(experiment: Experiment, values: dict[str, dict[str, list[float]]], path: Path) -> None:
+    """One panel per column: mean ± std over seeds against x, one line per series."""
+    from matplotlib.figure import Figure
+
+    from mmdgm.train.checkpoint import atomic_write_bytes
+
+    columns = experiment.columns
+    fig = Figure(figsize=(3.2 * len(columns), 3.0))
+    axes = fig.subplots(1, len(columns), squeeze=False)[0]
+    series = dict.fromkeys(r.series for r in experiment.rows if r.x is not None)
+    for ax, c in zip(axes, columns):
+        for name in series:
+            points = [(r.x, values[r.label][c.label]) for r in experiment.rows if r.series == name and r.x is not None]
+            points = [(x, mean_std(v)) for x, v in sorted(points) if v]
+            if points:
+                xs = [x for x, _ in points]
+                ax.errorbar(xs, [m for _, (m, _) in points], yerr=[s for _, (_, s) in points], marker="o", capsize=2, label=name)
+        ax.set(title=c.label, xlabel="data used (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=100))
 
 
 def wall_seconds(run_dir: Path) -> float:
@@ -99,16 +157,24 @@ def reproduce(
         values[row.label] = {c.label: [] for c in experiment.columns}
         for seed in seeds:
             run_dir = run_dir_of(out, scale, row, seed)
-            done = ensure_trained(experiment, i, scale, seed, run_dir)
-            log.info("%s seed %d: %s (%s)", row.label, seed, done, run_dir)
-            results = ensure_evaluated(experiment, scale, run_dir)
-            runs.setdefault(row.label, []).append(run_dir)
+            if row.propagation is not None:
+                results = ensure_propagated(experiment, row, scale, seed, run_dir)
+                runs.setdefault(row.label, []).append(run_dir / "propagated")
+            else:
+                done = ensure_trained(experiment, i, scale, seed, run_dir)
+                log.info("%s seed %d: %s (%s)", row.label, seed, done, run_dir)
+                results = ensure_evaluated(experiment, scale, run_dir)
+                runs.setdefault(row.label, []).append(run_dir)
             for c in experiment.columns:
-                value = results.get(c.metric, {}).get(c.key)
+                if (c.propagation_path is None) != (row.propagation is None):
+                    continue
+                value = lookup(results, c.propagation_path or c.metric, c.key)
                 if isinstance(value, (int, float)):
                     values[row.label][c.label].append(float(value) * c.scale)
     cells = {r: {c: cell(v) for c, v in cols.items()} for r, cols in values.items()}
     train_seconds = sum(wall_seconds(d) for ds in runs.values() for d in ds)
     report_dir = out / name / scale
     report_dir.mkdir(parents=True, exist_ok=True)
+    if any(r.x is not None for r in experiment.rows):
+        plot_curves(experiment, values, report_dir / CURVES)
     return write_reports(experiment, scale, seeds, cells, runs, report_dir, time.time() - start, train_seconds)
