@@ -115,3 +115,33 @@ def test_relatedness_metric_end_to_end(tmp_path):
     assert 0 <= out["same label share"] <= 1 and (tmp_path / "relatedness.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="at least 2 complete test rows"):
         METRICS.get("relatedness")(ctx, n=1)
+
+
+def test_w2_diagonal_against_the_general_formula():
+    """||m1 - m2||^2 + Tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2) with scipy's matrix square root."""
+    from scipy.linalg import sqrtm
+
+    from mmdgm.evaluate.wasserstein import w2_diagonal
+
+    g = torch.Generator().manual_seed(0)
+    m1, m2 = torch.randn(4, generator=g, dtype=torch.float64), torch.randn(4, generator=g, dtype=torch.float64)
+    s1, s2 = torch.rand(4, generator=g, dtype=torch.float64) + 0.1, torch.rand(4, generator=g, dtype=torch.float64) + 0.1
+    S1, S2 = np.diag(s1.numpy() ** 2), np.diag(s2.numpy() ** 2)
+    root = sqrtm(S1)
+    general = np.sum((m1 - m2).numpy() ** 2) + np.trace(S1 + S2 - 2 * sqrtm(root @ S2 @ root)).real
+    assert w2_diagonal(m1, s1, m2, s2).item() ** 2 == pytest.approx(general, rel=1e-10)
+    assert w2_diagonal(m1, s1, m1, s1).item() == 0.0
+
+
+def test_w2_relatedness_metric(tmp_path):
+    model, params = linear_gaussian_model("mvae", ("u", "v"), seed=2)
+    data = sample_dataset(params, ("u", "v"), 30)
+    ctx = EvalContext(model, data, out_dir=tmp_path, progress=False, batch_size=16)
+    out = METRICS.get("w2_relatedness")(ctx, n=30)
+    assert out["u,v"]["paired"] < out["u,v"]["unpaired"] and out["u,v"]["auc"] > 0.8
+    assert (tmp_path / "w2-relatedness-u-v.png").exists() and out["n"] == 30
+    from mmdgm.distributions import Laplace
+
+    model.posterior_cls = Laplace
+    with pytest.raises(ValueError, match="needs Gaussian posteriors"):
+        METRICS.get("w2_relatedness")(ctx)

@@ -60,6 +60,7 @@ def make_trainer(config: Config, run_dir: Path) -> Trainer:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed(config.train.seed))
         model = build_model(config.model, train_set.shapes)
+        model.initialise_from_data(train_set)
     return Trainer(model, train_set, test_set, config, run_dir)
 
 

@@ -104,15 +104,18 @@ def separation(related: Tensor, unrelated: Tensor) -> dict:
     return {"auc": float(roc_auc_score(labels, scores)), "threshold": threshold, "accuracy": accuracy}
 
 
-def histogram(related: Tensor, unrelated: Tensor, threshold: float, path: Path, title: str) -> None:
+def histogram(related: Tensor, unrelated: Tensor, threshold: float | None, path: Path, title: str,
+              labels: tuple[str, str] = ("related", "re-paired (unrelated)"), xlabel: str = "PMI estimate (nats)") -> None:
+    """Density histograms of two score sets (and a threshold line) as a PNG."""
     fig = Figure(figsize=(6, 3.6))
     ax = fig.subplots()
     both = torch.cat([related, unrelated]).numpy()
     bins = np.linspace(np.percentile(both, 0.5), np.percentile(both, 99.5), 50)
-    ax.hist(related.numpy(), bins=bins, alpha=0.6, label="related")
-    ax.hist(unrelated.numpy(), bins=bins, alpha=0.6, label="re-paired (unrelated)")
-    ax.axvline(threshold, color="black", ls="--", lw=1, label="best threshold")
-    ax.set(xlabel="PMI estimate (nats)", ylabel="tuples", title=title)
+    ax.hist(related.numpy(), bins=bins, alpha=0.6, label=labels[0], density=True)
+    ax.hist(unrelated.numpy(), bins=bins, alpha=0.6, label=labels[1], density=True)
+    if threshold is not None:
+        ax.axvline(threshold, color="black", ls="--", lw=1, label="best threshold")
+    ax.set(xlabel=xlabel, ylabel="density", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

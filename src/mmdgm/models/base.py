@@ -179,6 +179,10 @@ class MultimodalVAE(nn.Module):
         """Each modality decoded from its own posterior."""
         return {n: self.cross_generate(batch, n, n, mean) for n in self.names}
 
+    def initialise_from_data(self, dataset) -> None:
+        """Data-dependent initialisation before the first step (e.g. MEME's pseudo-samples);
+        called by `run.make_trainer` under the model's init seed. Nothing by default."""
+
     def encode(self, batch: Batch, modalities: list[str] | None = None):
         """The joint posterior given the subset `modalities` (None: all observed)."""
         raise NotImplementedError
