@@ -145,3 +145,20 @@ def test_w2_relatedness_metric(tmp_path):
     model.posterior_cls = Laplace
     with pytest.raises(ValueError, match="needs Gaussian posteriors"):
         METRICS.get("w2_relatedness")(ctx)
+
+
+def test_w2_relatedness_leaves_out_and_counts_overflowed_distances(tmp_path, monkeypatch):
+    model, params = linear_gaussian_model("mvae", ("u", "v"), seed=2)
+    data = sample_dataset(params, ("u", "v"), 8)
+    posterior = model.posterior
+
+    def overflowing(name, x):
+        q = posterior(name, x)
+        scale = q.scale.clone()
+        scale[0] = float("inf")
+        return type(q)(q.loc, scale)
+
+    monkeypatch.setattr(model, "posterior", overflowing)
+    out = METRICS.get("w2_relatedness")(EvalContext(model, data, out_dir=tmp_path, progress=False), n=8)
+    # row 0 overflows in both modalities: its paired distance and its 2 * 7 unpaired ones
+    assert out["u,v"]["non_finite"] == 1 + 14 and np.isfinite(out["u,v"]["unpaired"])

@@ -33,7 +33,8 @@ def w2_relatedness(ctx: EvalContext, n: int | None = 1000) -> dict:
     observing both, within evaluation batches: paired (i = j) and unpaired (i != j). Reports
     their means, the AUC of telling paired from unpaired by a smaller distance (unpaired
     distances outnumber paired ones, so no accuracy), and density histograms per pair
-    (w2-relatedness-a-b.png). Needs Gaussian unimodal posteriors."""
+    (w2-relatedness-a-b.png); distances that overflow (infinite posterior scales) are left
+    out and counted under "non_finite". Needs Gaussian unimodal posteriors."""
     model = ctx.model
     if model.posterior_cls is not Normal:
         raise ValueError(f"w2_relatedness needs Gaussian posteriors (model.posterior: normal), "
@@ -59,8 +60,13 @@ def w2_relatedness(ctx: EvalContext, n: int | None = 1000) -> dict:
             raise ValueError(f"w2_relatedness: no two test rows observe both {a!r} and {b!r}")
         near, far = torch.cat(paired[(a, b)]), torch.cat(unpaired[(a, b)])
         key = f"{a},{b}"
+        non_finite = int((~torch.isfinite(near)).sum() + (~torch.isfinite(far)).sum())
+        near, far = near[torch.isfinite(near)], far[torch.isfinite(far)]
+        if not len(near) or not len(far):
+            raise ValueError(f"w2_relatedness: every W2 distance between {a!r} and {b!r} posteriors is "
+                             "non-finite (posterior scales overflowed)")
         auc = separation(-near, -far)["auc"]
-        out[key] = {"paired": float(near.mean()), "unpaired": float(far.mean()), "auc": auc}
+        out[key] = {"paired": float(near.mean()), "unpaired": float(far.mean()), "auc": auc, "non_finite": non_finite}
         figure = FIGURE.format(a, b)
         histogram(near, far, None, ctx.out_dir / figure, f"W2 {a} vs {b}, AUC {auc:.3f}",
                   labels=("paired", "unpaired"), xlabel="W2 distance between posteriors")
