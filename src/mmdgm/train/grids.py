@@ -46,13 +46,16 @@ def image_modalities(model) -> list[str]:
 
 @torch.no_grad()
 def write_model_grids(model, batch, out_dir: Path, tag: str, n: int = 8) -> list[Path]:
-    """Joint samples, reconstructions and cross generations of the image modalities.
+    """Joint samples, reconstructions and cross generations of the image modalities (none
+    without image modalities, e.g. feature vectors).
 
     Each joint-sample column shares one prior draw, so columns show (in)coherence;
     cross-generation grids show the source row above one generated row per target.
     Uses a forked RNG so that drawing grids does not disturb training randomness.
     """
     names = image_modalities(model)
+    if not names:
+        return []
     out_dir = Path(out_dir)
     batch = batch.select(torch.arange(min(n, batch.size)))
     paths = []

@@ -1,0 +1,113 @@
+"""`arrays`: a researcher's own paired data from an `.npz` file or a folder of `.npy` files.
+
+Every array but the labels is a modality whose first dimension indexes rows (paired by
+position): images as (N, C, H, W) (uint8 0-255 or floats), feature vectors as (N, F). The
+labels array (default key "labels") holds one integer class per row; without it every
+row has class 0 (training works; coherence and latent accuracy need labels). A seeded
+`test_fraction` of the rows is the test split, unless `test_path` names a file (or folder)
+of the same keys holding the test rows. `observed_fraction` / `unpaired_scheme` apply to
+the training split as for the built-in datasets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmdgm.data.base import MultimodalDataset
+from mmdgm.data.errors import DataFileError
+from mmdgm.data.partial import observe_fraction
+from mmdgm.data.registry import DATASETS
+from mmdgm.seeds import derived_seed
+
+SPLITS = ("train", "test")
+
+
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an `.npz` file or of every `.npy` file in a folder (key = file stem)."""
+    if not path.exists():
+        raise FileNotFoundError(f"arrays: {path} does not exist")
+    try:
+        if path.is_dir():
+            files = sorted(path.glob("*.npy"))
+            if not files:
+                raise DataFileError(f"arrays: folder {path} holds no .npy files")
+            return {f.stem: np.load(f, allow_pickle=False) for f in files}
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except DataFileError:
+        raise
+    except Exception as e:  # noqa: BLE001 - numpy raises many types for a bad file
+        raise DataFileError(f"arrays: cannot read {path} ({type(e).__name__}: {e})") from e
+
+
+def checked(arrays: dict[str, np.ndarray], modalities: list[str] | None, labels: str, where: Path
+            ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Modality tensors and labels after every check (module docstring), named errors."""
+    names = modalities or [k for k in arrays if k != labels]
+    missing = [k for k in names if k not in arrays]
+    if missing:
+        raise DataFileError(f"arrays: {where} lacks modalities {missing}; it holds {sorted(arrays)}")
+    if len(names) < 2:
+        raise DataFileError(f"arrays: {where} gives {len(names)} modality {names}; a multimodal model needs two or more")
+    lengths = {k: (arrays[k].shape[0] if arrays[k].ndim else 0) for k in names}
+    if labels in arrays:
+        lengths[labels] = arrays[labels].shape[0] if arrays[labels].ndim else 0
+    if len(set(lengths.values())) != 1:
+        raise DataFileError(f"arrays: {where}: row counts differ {lengths}; rows are paired by position")
+    n = next(iter(lengths.values()))
+    if n == 0:
+        raise DataFileError(f"arrays: {where} holds no rows")
+    sources = {}
+    for k in names:
+        a = arrays[k]
+        if a.ndim not in (2, 4):
+            raise DataFileError(f"arrays: modality {k!r} has shape {a.shape}; use (N, features) or (N, C, H, W)")
+        if a.dtype == np.uint8:
+            sources[k] = torch.from_numpy(a.copy())
+        elif a.dtype.kind in "fb" or (a.dtype.kind in "iu"):
+            t = torch.from_numpy(a.astype(np.float32))
+            if not torch.isfinite(t).all():
+                bad = int((~torch.isfinite(t)).flatten(1).any(1).sum())
+                raise DataFileError(f"arrays: modality {k!r} has NaN or inf in {bad} rows")
+            sources[k] = t
+        else:
+            raise DataFileError(f"arrays: modality {k!r} has dtype {a.dtype}; use uint8, integer, bool or float")
+    if labels in arrays:
+        y = arrays[labels]
+        if y.ndim != 1 or y.dtype.kind not in "iub" or (len(y) and int(y.min()) < 0):
+            raise DataFileError(f"arrays: labels {labels!r} must be non-negative integers of shape (N,), "
+                                f"got dtype {y.dtype}, shape {y.shape}")
+        y = torch.from_numpy(y.astype(np.int64))
+    else:
+        y = torch.zeros(n, dtype=torch.long)
+    return sources, y
+
+
+@DATASETS.register("arrays")
+def build_arrays(split: str, root: Path, path: str = "", test_path: str | None = None, modalities: list[str] | None = None,
+                 labels: str = "labels", test_fraction: float = 0.2, seed: int = 0, observed_fraction: float = 1.0,
+                 unpaired_scheme: str = "alternate") -> MultimodalDataset:
+    """The `split` of the arrays at `path` (relative paths: against the data root)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
+    if not path:
+        raise ValueError("arrays: set data.options.path to an .npz file or a folder of .npy files")
+    if test_path is None and not 0 < test_fraction < 1:
+        raise ValueError(f"arrays: test_fraction must be in (0, 1), got {test_fraction}")
+    where = Path(path) if Path(path).is_absolute() else Path(root) / path
+    if test_path is not None and split == "test":
+        where = Path(test_path) if Path(test_path).is_absolute() else Path(root) / test_path
+    sources, y = checked(read_arrays(where), modalities, labels, where)
+    if test_path is None:
+        g = torch.Generator().manual_seed(derived_seed(seed, "arrays-split"))
+        order = torch.randperm(len(y), generator=g)
+        n_test = max(1, round(test_fraction * len(y)))
+        rows = order[:n_test] if split == "test" else order[n_test:]
+        sources, y = {k: v[rows] for k, v in sources.items()}, y[rows]
+    dataset = MultimodalDataset(sources, y, name="arrays")
+    if split == "train" and observed_fraction < 1.0:
+        dataset = observe_fraction(dataset, observed_fraction, unpaired_scheme, seed)
+    return dataset
