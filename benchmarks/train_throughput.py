@@ -3,8 +3,9 @@
 Prints one JSON object per line: the machine's float32 matmul GFLOP/s, then training
 pairs per second for the paper's step (K=30 looser DReG, batch 128), the K=1 ELBO step,
 the K=30 step with the SVHN networks in NCHW layout (what channels-last buys), and with
-`--estimators` the step of every MMVAE objective at K=2 and K=30.
-Usage: python benchmarks/train_throughput.py [--steps N] [--threads T] [--estimators]
+`--estimators` the step of every MMVAE objective at K=2 and K=30, with `--contrastive` the
+K=2 step with the contrastive objective (IWAE and CUBO term 2, N=5 negatives, K=2).
+Usage: python benchmarks/train_throughput.py [--steps N] [--threads T] [--estimators] [--contrastive]
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5, help="timed steps per setting (after 2 warm-up steps)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--estimators", action="store_true", help="also time every MMVAE objective at K=2 and K=30")
+    p.add_argument("--contrastive", action="store_true", help="also time the contrastive objective at K=2")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -71,6 +73,12 @@ def main() -> None:
         settings += [
             (f"mmvae-mnist-svhn K={K} {objective}", K, objective, args.steps * (5 if K == 2 else 1), ())
             for K in (2, 30) for objective in ("dreg", "dreg_naive", "stl_looser", "iwae", "iwae_tight")
+        ]
+    if args.contrastive:
+        settings += [("mmvae-mnist-svhn K=2 iwae (no contrastive term)", 2, "iwae", args.steps * 5, ())] + [
+            (f"mmvae-mnist-svhn K=2 iwae + contrastive {e} (N=5, term-2 K=2)", 2, "iwae", args.steps * 2,
+             (f"model.contrastive={{estimator: {e}, K: 2}}",))
+            for e in ("iwae", "cubo")
         ]
     for name, K, objective, steps, overrides in settings:
         times = step_seconds(K, objective, 128, steps, overrides)
