@@ -12,7 +12,7 @@ from mmdgm import Batch, Modality
 from mmdgm.config import ConfigError, load_config
 from mmdgm.models import MODELS
 from mmdgm.models.base import pooled_bound
-from mmdgm.models.contrastive import contrastive_class, repaired_indices
+from mmdgm.models.contrastive import anchored_indices, contrastive_class, repaired_indices
 from mmdgm.models.factory import build_model
 
 GAUSSIAN = {"prior": "normal", "posterior": "normal", "posterior_scale": "exp", "prior_scale": "free"}
@@ -34,10 +34,10 @@ def vector_batch(names=("a", "b", "c"), n=7, seed=0, missing=()):
     return Batch(data, mask)
 
 
-def test_loss_equals_brute_force_with_a_known_bound(monkeypatch):
-    """-gamma * objective_i + log sum_n exp bound(tuple), recomputed by loops over the
-    recorded index matrix, with a deterministic bound; an incomplete row takes term 1 only."""
-    model = vector_model("mmvae", contrastive={"gamma": 1.7, "n_negatives": 4}, K=2)
+def test_repaired_loss_equals_brute_force_with_a_known_bound(monkeypatch):
+    """Eq. 14: -gamma * objective_i + log sum_n exp bound(tuple), recomputed by loops over
+    the recorded index matrix, with a deterministic bound; an incomplete row takes term 1 only."""
+    model = vector_model("mmvae", contrastive={"gamma": 1.7, "n_negatives": 4, "negatives": "repaired"}, K=2)
     batch = vector_batch(missing=[("b", 2)])
     seen = {}
 
@@ -109,7 +109,7 @@ def test_gradients_reach_every_network_through_both_terms(name, estimator):
         else vector_model(name, contrastive={"estimator": estimator, "n_negatives": 3})
     batch = vector_batch()
     term, bounds = model.negative_term(batch)
-    assert bounds.shape == (3 * batch.size,) and torch.isfinite(term).all()
+    assert bounds.shape == (3 * 3 * batch.size,) and torch.isfinite(term).all()  # anchored: M * N per row
     term.sum().backward()
     joint = {"joint": model.joint} if name == "jmvae" else dict(model.encoders)
     for key, net in {**joint, **{f"decoder {k}": v for k, v in model.decoders.items()}}.items():
@@ -126,11 +126,21 @@ def grad_size(net):
     return sum(p.grad.abs().sum() for p in net.parameters() if p.grad is not None)
 
 
-def test_large_bounds_stay_finite(monkeypatch):
-    model = vector_model("mmvae", K=2)
-    monkeypatch.setattr(model, "bound", lambda b, K, e: torch.linspace(-3e4, 3e4, b.size, requires_grad=True))
+@pytest.mark.parametrize("negatives", ["repaired", "anchored"])
+def test_large_bounds_stay_finite(monkeypatch, negatives):
+    """Bounds of +-3e4 nats: term 2 is their log-sum-exp, finite (~ the largest per row)."""
+    model = vector_model("mmvae", contrastive={"negatives": negatives}, K=2)
+    bounds = {}
+
+    def bound(b, K, e):
+        bounds["v"] = torch.linspace(-3e4, 3e4, b.size, requires_grad=True)
+        return bounds["v"]
+
+    monkeypatch.setattr(model, "bound", bound)
     out = model(vector_batch(n=6))
-    assert torch.isfinite(out.loss) and out.metrics["contrastive_term"] > 1e4
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and torch.isfinite(bounds["v"].grad).all()
+    assert out.metrics["contrastive_term"] > 5e3
 
 
 def test_pooled_bound_iwae_and_cubo_against_direct_formulas():
@@ -181,8 +191,11 @@ def test_contrastive_from_overrides_and_bad_values():
     assert (model.contrastive_estimator, model.contrastive_K, model.gamma) == ("cubo", 4, 2.0)
     with pytest.raises(ConfigError, match=r"model.contrastive.gamma must be >= 1"):
         load_config("mvae-default", ["model.contrastive.gamma=0.5"])
-    with pytest.raises(ConfigError, match="model.contrastive.negatives"):
-        load_config("mvae-default", ["model.contrastive.negatives=3"])
+    with pytest.raises(ConfigError, match="model.contrastive.negative .*did you mean 'negatives'"):
+        load_config("mvae-default", ["model.contrastive.negative=3"])
+    cfg = load_config("mvae-default", ["model.contrastive.negatives=mixed"])
+    with pytest.raises(ValueError, match="unknown contrastive negatives 'mixed'"):
+        build_model(cfg.model, {m: SHAPES[m] for m in cfg.model.modalities})
     cfg = load_config("mvae-default", ["model.contrastive.estimator=elbo"])
     with pytest.raises(ValueError, match="unknown contrastive estimator 'elbo'"):
         build_model(cfg.model, {m: SHAPES[m] for m in cfg.model.modalities})
@@ -208,3 +221,48 @@ def test_contrastive_null_in_a_saved_config_stays_off(tmp_path):
     assert load_config(str(path)).model.contrastive is None
     path.write_text("model: {name: mvae, contrastive: {}}\n")
     assert load_config(str(path)).model.contrastive.estimator == "iwae"
+
+
+def test_anchored_loss_is_eq4_by_brute_force(monkeypatch):
+    """Eq. 4 for M = 2: -gamma * objective_i + (1/2)(log sum_n exp bound(x', y_i) +
+    log sum_n exp bound(x_i, y')), by loops over the recorded replacements."""
+    model = vector_model("mvae", names=("a", "b"), contrastive={"gamma": 2.5, "n_negatives": 3})
+    batch = vector_batch(names=("a", "b"), n=5)
+    recorded = []
+
+    def record(rows, m, n, replaced):
+        J = anchored_indices(rows, m, n, replaced)
+        recorded.append(J)
+        return J
+
+    def bound(b, K, estimator):
+        return (b.data["a"] * b.data["b"]).sum(-1).double().float()
+
+    monkeypatch.setattr(model, "bound", bound)
+    monkeypatch.setattr("mmdgm.models.contrastive.anchored_indices", record)
+    torch.manual_seed(1)
+    out = model(batch)
+    torch.manual_seed(1)
+    objective = MODELS.get("mvae").forward(model, batch).per_point.detach()
+    Ja, Jb = recorded
+    want = 0.0
+    for i in range(5):
+        terms = []
+        for J, replaced in ((Ja, 0), (Jb, 1)):
+            values = []
+            for n in range(3):
+                ra, rb = int(J[0, n, i]), int(J[1, n, i])
+                assert (ra, rb)[1 - replaced] == i and (ra, rb)[replaced] != i
+                values.append(float((batch.data["a"][ra].double() * batch.data["b"][rb].double()).sum()))
+            top = max(values)
+            terms.append(top + math.log(sum(math.exp(v - top) for v in values)))
+        want += -2.5 * objective[i].item() + sum(terms) / 2
+    assert out.loss.item() == pytest.approx(want / 5, rel=1e-5)
+
+
+def test_anchored_replacements_cover_every_other_row():
+    torch.manual_seed(0)
+    rows = torch.tensor([2, 5, 7, 8])
+    J = anchored_indices(rows, 3, 3000, replaced=1)
+    assert torch.equal(J[0], rows.expand(3000, -1)) and torch.equal(J[2], rows.expand(3000, -1))
+    assert (J[1] != J[0]).all() and set(J[1, :, 0].tolist()) == {5, 7, 8}

@@ -88,6 +88,7 @@ class ContrastiveConfig:
     gamma: float = at_least(1, 2.0)  # weight of term 1, the model's own objective
     n_negatives: int = at_least(1, 5)  # N re-paired tuples per data point
     K: int | None = at_least(1, None)  # draws per bound of term 2; None: the model's K (1 if it has none)
+    negatives: str = "anchored"  # anchored (eq. 2-4: one item of the pair replaced) or repaired (eq. 12-14)
 
 
 @dataclass

@@ -1,22 +1,23 @@
 """The contrastive objective of "Relating by contrasting" (Shi et al., ICLR 2021) for any model.
 
-Per data point i with all M modalities observed (paper eq. 4, generalised to M modalities
-in eq. 12-14):
+Per data point i with all M modalities observed (paper eq. 4):
 
-    L_i = -gamma * objective_i + log sum_{n=1..N} exp bound(x_1^(j_1n), ..., x_M^(j_Mn)),
+    L_i = -gamma * objective_i + (1/M) sum_m log sum_{n=1..N} exp bound(x_i with x_m := x_m^(j_mn)),
 
 where `objective_i` is the wrapped model's own per-data-point training objective (its
 `ModelOutput.per_point`: a lower bound on log p(x_1:M), as the paper's term 1) and `bound`
 is the model's per-data-point IWAE (cI-<model>) or CUBO (cC-<model>, eq. 5) estimate of
-log p. The N negative tuples of each data point re-pair items of the minibatch through a
-random index matrix J (eq. 12), drawn afresh for every data point, with the M indices of a
-tuple pairwise distinct so that no item meets its own partner; the cost is N bounds per
-data point whatever M. Rows with a missing modality take only term 1, and negatives are
-drawn among complete rows only (fewer than M complete rows: no term 2 in that batch).
+log p. "anchored" negatives (the default) keep the anchor's items but one, modality m,
+taken from a random other row of the minibatch: for M = 2 exactly eq. 4's
+(1/2)(log sum_x' p(x', y) + log sum_y' p(x, y')), M * N bounds per data point.
+"repaired" negatives are eq. 12-14's cheaper form for any M: N tuples per data point
+through a random index matrix J, every item re-drawn, the M indices of a tuple pairwise
+distinct so that no item meets its own partner; N bounds per data point:
 
-For M = 2 the paper's eq. 4 writes term 2 as (1/2)(log sum_x' p(x', y) + log sum_y' p(x, y'))
-with the anchor x or y kept; eq. 13-14, which we implement for every M, replace every item
-of a tuple, which the paper introduces to keep the cost O(N). No public code exists.
+    L_i = -gamma * objective_i + log sum_{n=1..N} exp bound(x_1^(j_1n), ..., x_M^(j_Mn)).
+
+Rows with a missing modality take only term 1, and negatives are drawn among complete
+rows only (too few complete rows: no term 2 in that batch). No public code exists.
 """
 
 from __future__ import annotations
@@ -46,13 +47,25 @@ def repaired_indices(rows: Tensor, n_modalities: int, n_negatives: int) -> Tenso
         pos[:, clash] = torch.randint(n, (n_modalities, int(clash.sum())), device=rows.device)
 
 
+def anchored_indices(rows: Tensor, n_modalities: int, n_negatives: int, replaced: int) -> Tensor:
+    """Index matrix (M, N, len(rows)) of eq. (2)-(4)'s negatives: every modality from the
+    anchor row except modality `replaced`, which comes from a uniformly random other row."""
+    n = len(rows)
+    if n < 2:
+        raise ValueError(f"need at least 2 complete rows to re-pair, got {n}")
+    pos = torch.arange(n, device=rows.device).expand(n_modalities, n_negatives, n).clone()
+    pos[replaced] = (pos[replaced] + torch.randint(1, n, (n_negatives, n), device=rows.device)) % n
+    return rows[pos]
+
+
 def negative_batch(batch: Batch, names: list[str], J: Tensor) -> Batch:
     """The re-paired tuples of J (M, N, n) as one batch of N * n fully observed rows,
     negative-major (row k * n + i is negative k of anchor i)."""
     return Batch({name: batch.data[name][J[m].reshape(-1)] for m, name in enumerate(names)})
 
 
-DEFAULTS = {"estimator": "iwae", "gamma": 2.0, "n_negatives": 5, "K": None}
+DEFAULTS = {"estimator": "iwae", "gamma": 2.0, "n_negatives": 5, "K": None, "negatives": "anchored"}
+NEGATIVES = ("anchored", "repaired")
 
 
 class ContrastiveObjective:
@@ -61,15 +74,19 @@ class ContrastiveObjective:
     gamma), "negative_bound" (mean bound of the negatives) and "contrastive_term"."""
 
     def __init__(self, *args, contrastive: dict[str, Any] | None = None, **kwargs) -> None:
-        """`contrastive`: estimator ("iwae" | "cubo"), gamma (>= 1), n_negatives (N) and K
-        (draws per bound of term 2; None: the model's K, or 1); defaults: the paper's
-        gamma = 2, N = 5, and IWAE."""
+        """`contrastive`: estimator ("iwae" | "cubo"), gamma (>= 1), n_negatives (N), K
+        (draws per bound of term 2; None: the model's K, or 1) and negatives ("anchored":
+        eq. 2-4, "repaired": eq. 12-14); defaults: the paper's gamma = 2, N = 5, IWAE,
+        anchored."""
         super().__init__(*args, **kwargs)
         options = {**DEFAULTS, **(contrastive or {})}
         unknown = sorted(set(options) - set(DEFAULTS))
         if unknown:
             raise ValueError(f"unknown contrastive option {unknown[0]!r}{nearest(unknown[0], list(DEFAULTS))}")
-        estimator, gamma, n_negatives, K = (options[k] for k in DEFAULTS)
+        estimator, gamma, n_negatives, K, negatives = (options[k] for k in DEFAULTS)
+        if negatives not in NEGATIVES:
+            raise ValueError(f"unknown contrastive negatives {negatives!r}{nearest(negatives, list(NEGATIVES))}")
+        self.negatives = negatives
         if estimator not in BOUND_ESTIMATORS:
             raise ValueError(f"unknown contrastive estimator {estimator!r}{nearest(estimator, list(BOUND_ESTIMATORS))}")
         at_least("contrastive gamma", gamma, 1.0)
@@ -85,12 +102,17 @@ class ContrastiveObjective:
         negatives' bounds (None when the batch has fewer than M complete rows)."""
         complete = torch.stack([batch.mask[n] for n in self.names]).all(0)
         rows = complete.nonzero().flatten()
+        M = len(self.names)
         term = torch.zeros(batch.size, device=complete.device)
-        if len(rows) < len(self.names):
+        if len(rows) < (M if self.negatives == "repaired" else 2):
             return term, None
-        J = repaired_indices(rows, len(self.names), self.n_negatives)
+        if self.negatives == "repaired":
+            matrices = [repaired_indices(rows, M, self.n_negatives)]
+        else:
+            matrices = [anchored_indices(rows, M, self.n_negatives, m) for m in range(M)]
+        J = torch.cat(matrices, 1)  # (M, len(matrices) * N, n)
         bounds = self.bound(negative_batch(batch, self.names, J), self.contrastive_K, self.contrastive_estimator)
-        lse = torch.logsumexp(bounds.view(self.n_negatives, len(rows)), 0)
+        lse = torch.logsumexp(bounds.view(len(matrices), self.n_negatives, len(rows)), 1).mean(0)
         return term.to(lse.dtype).index_put((rows,), lse), bounds
 
     def forward(self, batch: Batch) -> ModelOutput:
