@@ -49,9 +49,10 @@ def config_for(steps: list[int], seed: int, overrides: list[str], epochs: int | 
                                 f"train.snapshot_steps={steps}", *extra])
 
 
-def trained(out: Path, steps: list[int], seed: int, overrides: list[str]) -> Path:
-    """Train (or continue) the run up to the last of `steps`; returns its directory."""
-    if snapshot_dir(out, steps[-1]).joinpath(FINAL).exists():
+def trained(out: Path, steps: list[int], seed: int, overrides: list[str], stop_at: int) -> Path:
+    """Train (or continue) the run up to step `stop_at`; returns its directory."""
+    reached = [s for s in steps if s <= stop_at]
+    if reached and snapshot_dir(out, reached[-1]).joinpath(FINAL).exists():
         return out
     per_epoch = run.make_trainer(config_for(steps, seed, overrides), out).batches_per_epoch
     trainer = run.make_trainer(config_for(steps, seed, overrides, math.ceil(steps[-1] / per_epoch)), out)
@@ -59,7 +60,7 @@ def trained(out: Path, steps: list[int], seed: int, overrides: list[str]) -> Pat
         trainer.resume()
     else:
         trainer.start()
-    trainer.fit(stop_at_step=steps[-1])
+    trainer.fit(stop_at_step=stop_at)
     return out
 
 
@@ -86,15 +87,18 @@ def main() -> None:
                         help="snapshot steps, increasing; the last is where training stops")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--plot", type=Path, default=Path("docs/step-curve.png"))
+    parser.add_argument("--stop-at", type=int, help="stop training at this step (default: the last of --steps); "
+                        "the snapshots up to it are evaluated, and a rerun with a larger value continues")
     parser.add_argument("--cpu-steps", type=int, default=2300, help="where the cpu scale ends (marked on the plot)")
     parser.add_argument("overrides", nargs="*", help="extra config overrides, e.g. model.options.objective=iwae")
     args = parser.parse_args()
     steps = sorted(int(s) for s in args.steps.split(","))
     start = time.time()
-    out = trained(args.out, steps, args.seed, args.overrides)
+    stop_at = args.stop_at or steps[-1]
+    out = trained(args.out, steps, args.seed, args.overrides, stop_at)
     train_seconds = time.time() - start
     points = []
-    for step in steps:
+    for step in [s for s in steps if s <= stop_at]:
         where = snapshot_dir(out, step)
         if not set(METRICS) <= set(read_eval(where)):
             evaluate_run(out, METRICS, train_classifiers=True, snapshot=step, progress=False)
