@@ -293,6 +293,27 @@ def test_latent_accuracy_of_separable_and_random_latents(tmp_path):
         assert abs(chance[key] - 0.1) < binomial_tolerance(0.1, 2000), (key, chance[key])
 
 
+def test_downstream_classification_error_rates(tmp_path):
+    """Error = 1 - accuracy of a logistic regression on 500 training representations, per
+    observed subset; separable latents give ~0 error, random ones ~0.9 (10 classes)."""
+    prototypes = make_prototypes(["a", "b"])
+    train_set, test_set = prototype_dataset(prototypes, 1000, seed=3), prototype_dataset(prototypes, 2000, seed=4)
+    centres = 3.0 * torch.randn(CLASSES, 4, generator=torch.Generator().manual_seed(0))
+    separable = StubModel(prototypes, latent=lambda c: centres[c], noise=0.1)
+    ctx = context(separable, prototypes, tmp_path, test_set=test_set, train_set=train_set)
+    result = METRICS.get("downstream_classification")(ctx)
+    assert set(result) == {"a", "b", "a+b", "mean", "n_train", "use_mean"} and result["n_train"] == 500
+    assert all(result[k] < 0.02 for k in ("a", "b", "a+b"))
+    only = METRICS.get("downstream_classification")(ctx, observed=["b"])
+    assert set(only) == {"b", "mean", "n_train", "use_mean"} and only["mean"] == only["b"]
+    random = StubModel(prototypes, latent=lambda c: torch.randn(len(c), 4), noise=0.0)
+    chance = METRICS.get("downstream_classification")(
+        context(random, prototypes, tmp_path, test_set=test_set, train_set=train_set), use_mean=False)
+    assert abs(chance["a"] - 0.9) < binomial_tolerance(0.9, 2000)
+    with pytest.raises(ValueError, match="unknown modality 'c'"):
+        METRICS.get("downstream_classification")(ctx, observed=["c"])
+
+
 def test_latent_accuracy_needs_a_train_set(tmp_path):
     prototypes = make_prototypes(["a", "b"])
     with pytest.raises(ValueError, match="no train_set"):

@@ -15,6 +15,8 @@ data (MMALI reports the best test accuracy over epochs, which is optimistic).
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
@@ -25,6 +27,7 @@ from mmdgm.data import MultimodalDataset
 from mmdgm.evaluate.common import module_device, row_batches, seeded
 from mmdgm.evaluate.context import EvalContext
 from mmdgm.evaluate.registry import METRICS
+from mmdgm.registry import nearest
 
 
 def latent_codes(
@@ -79,3 +82,41 @@ def latent_accuracy(
         probe.fit(*train[key])
         result[key] = float(probe.score(*test[key]))
     return {**result, "n_train": len(train_rows), "n_test": len(test_rows), "use_mean": use_mean}
+
+
+@METRICS.register("downstream_classification")
+def downstream_classification(
+    ctx: EvalContext, n_train: int = 500, observed: list[str] | None = None, use_mean: bool = True, max_iter: int = 1000
+) -> dict:
+    """CMMD's downstream protocol (§4.3.2): representations from the observed modalities
+    only (the posterior mean given them), a multiclass logistic regression fitted on
+    `n_train` random training representations, and its test error rate. `observed` names
+    one subset; by default every non-empty subset of the modalities is scored and their
+    mean error reported under "mean" (as the MNIST-SVHN-Text table averages its 7 subsets).
+    Keys: "+"-joined subset names -> error rate."""
+    if ctx.train_set is None:
+        raise ValueError("downstream_classification fits its classifier on train data: the context has no train_set")
+    names = ctx.model.names
+    if observed is not None:
+        unknown = [n for n in observed if n not in names]
+        if unknown or not observed:
+            raise ValueError(f"downstream_classification: unknown modality {unknown[0]!r}{nearest(unknown[0], names)}"
+                             if unknown else "downstream_classification: observed names no modality")
+        subsets = {"+".join(observed): list(observed)}
+    else:
+        subsets = {"+".join(c): list(c) for r in range(1, len(names) + 1) for c in itertools.combinations(names, r)}
+    g = torch.Generator().manual_seed(ctx.seed)
+    train_rows = torch.randperm(len(ctx.train_set), generator=g)[:n_train]
+    with seeded(ctx.seed, module_device(ctx.model)):
+        train = latent_codes(ctx, ctx.train_set, train_rows, subsets, use_mean, "representations (train)")
+        test = latent_codes(ctx, ctx.test_set, torch.arange(len(ctx.test_set)), subsets, use_mean, "representations (test)")
+    errors = {}
+    for key in subsets:
+        if train[key] is None or test[key] is None or len(np.unique(train[key][1])) < 2:
+            continue
+        classifier = LogisticRegression(max_iter=max_iter)
+        classifier.fit(*train[key])
+        errors[key] = float(1.0 - classifier.score(*test[key]))
+    if not errors:
+        raise ValueError("downstream_classification: no subset had training representations of two or more classes")
+    return {**errors, "mean": float(np.mean(list(errors.values()))), "n_train": len(train_rows), "use_mean": use_mean}
