@@ -50,7 +50,7 @@ def posterior_params(model, name, x):
 
 def test_q_hat_converges_to_the_exact_predictive():
     """q^(t|s) -> int p(t|z) q(z|s) dz = N(t; A_t m + b_t, A_t S A_t^T + sigma^2 I)."""
-    model, params = linear_meme(K=20000)
+    model, params = linear_meme(inner_samples=20000)
     batch = batch_of(params)
     q = model.posterior("a", batch.data["a"])
     torch.manual_seed(0)
@@ -78,7 +78,7 @@ def test_pseudo_sample_prior_is_the_mixture():
 
 
 def test_directional_bound_equals_its_formula_with_a_detached_weight():
-    model, params = linear_meme(K=6, log_p_other="drop")
+    model, params = linear_meme(inner_samples=6, log_p_other="drop")
     batch = batch_of(params)
     torch.manual_seed(2)
     got = model.directional_bound(batch, "a", "b")
@@ -109,7 +109,7 @@ def test_directional_bound_equals_its_formula_with_a_detached_weight():
 
 
 def test_log_p_other_adds_the_unimodal_bound():
-    model, params = linear_meme(K=3)
+    model, params = linear_meme(inner_samples=3)
     batch = batch_of(params)
     torch.manual_seed(4)
     with_elbo = model.directional_bound(batch, "a", "b")
@@ -160,7 +160,7 @@ def test_log_likelihood_against_the_closed_form():
 
 
 def test_forward_takes_the_right_bound_per_row():
-    model, params = linear_meme(K=2)
+    model, params = linear_meme(inner_samples=2)
     batch = batch_of(params, n=6)
     mask = {"a": torch.tensor([1, 1, 0, 1, 0, 1], dtype=torch.bool), "b": torch.tensor([1, 0, 1, 1, 1, 0], dtype=torch.bool)}
     partial = Batch(batch.data, mask)
@@ -182,7 +182,7 @@ def image_meme(**options):
 
 def test_missing_modality_is_never_read_and_pseudo_samples_learn():
     torch.manual_seed(0)
-    model = image_meme(K=2)
+    model = image_meme(inner_samples=2)
     g = torch.Generator().manual_seed(0)
     batch = Batch({"a": torch.rand(6, 1, 28, 28, generator=g), "b": torch.rand(6, 3, 32, 32, generator=g)})
     partial = check_missing_modality_is_never_read(model, batch, learnt_prior=("encoders.b.",))

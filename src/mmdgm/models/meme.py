@@ -47,23 +47,23 @@ LOG_P_OTHER = ("elbo", "drop")
 class MEME(MultimodalVAE):
     """Mutual supervision between two modalities (module docstring for the objective).
 
-    Options: `K` inner samples for q^(t|s) (the code: 10), `n_pseudo` pseudo-samples per
+    Options: `inner_samples` K for q^(t|s) (the code: 10), `n_pseudo` pseudo-samples per
     modality (the paper's ablation: 1 to 100; the code: the batch size), `qts_weight`
     (1; the code: 10), `log_p_other` ("elbo": L(t) estimates log p(t); "drop": the code).
     """
 
-    def __init__(self, *args, K: int = 10, n_pseudo: int = 100, qts_weight: float = 1.0,
+    def __init__(self, *args, inner_samples: int = 10, n_pseudo: int = 100, qts_weight: float = 1.0,
                  log_p_other: str = "elbo", **kwargs) -> None:
         super().__init__(*args, **kwargs)
         require_gaussian(self, "MEME")
         if len(self.modalities) != 2:
             raise ValueError(f"MEME is implemented for exactly two modalities, got {len(self.modalities)}: "
                              "appendix E's extension to M > 2 (an explicit mixture or product prior) is not")
-        at_least("K", K, 1)
+        at_least("inner_samples", inner_samples, 1)
         at_least("n_pseudo", n_pseudo, 1)
         if log_p_other not in LOG_P_OTHER:
             raise ValueError(f"log_p_other must be one of {LOG_P_OTHER}, got {log_p_other!r}")
-        self.K, self.qts_weight, self.log_p_other = K, qts_weight, log_p_other
+        self.inner_samples, self.qts_weight, self.log_p_other = inner_samples, qts_weight, log_p_other
         self.pseudo = nn.ParameterDict({
             n: nn.Parameter(torch.rand(n_pseudo, *m.shape)) for n, m in self.modalities.items()
         })
@@ -99,7 +99,7 @@ class MEME(MultimodalVAE):
     def log_q_hat(self, q: Normal, t: str, x_t: Tensor, log_qt: Tensor) -> Tensor:
         """log q^(t|s): log-mean-exp of q(t|z') over K fresh z' ~ q(z|s) and the training
         sample's own log q(t|z) (`log_qt`, appendix D)."""
-        fresh = q.rsample((self.K,))
+        fresh = q.rsample((self.inner_samples,))
         return log_mean_exp(torch.cat([log_qt[None], self.log_lik(t, fresh, x_t)]), 0)
 
     def directional_bound(self, batch: Batch, s: str, t: str) -> Tensor:
