@@ -71,21 +71,21 @@ table(
     "log-likelihoods (nats), proposal in the condition",
     (
         Column("log p(m,n)", "joint_log_likelihood", f"log p({M},{S})"),
-        Column("MNIST | both", "conditional_log_likelihoods", f"log p({M}|{M},{S})"),
-        Column("MNIST | MNIST", "conditional_log_likelihoods", f"log p({M}|{M})"),
-        Column("MNIST | street", "conditional_log_likelihoods", f"log p({M}|{S})"),
-        Column("street | both", "conditional_log_likelihoods", f"log p({S}|{M},{S})"),
-        Column("street | street", "conditional_log_likelihoods", f"log p({S}|{S})"),
-        Column("street | MNIST", "conditional_log_likelihoods", f"log p({S}|{M})"),
+        Column("MNIST, q(both)", "conditional_log_likelihoods", f"log p({M}|{M},{S})"),
+        Column("MNIST, q(MNIST)", "conditional_log_likelihoods", f"log p({M}|{M})"),
+        Column("MNIST, q(street)", "conditional_log_likelihoods", f"log p({M}|{S})"),
+        Column("street, q(both)", "conditional_log_likelihoods", f"log p({S}|{M},{S})"),
+        Column("street, q(street)", "conditional_log_likelihoods", f"log p({S}|{S})"),
+        Column("street, q(MNIST)", "conditional_log_likelihoods", f"log p({S}|{M})"),
     ),
     {
-        "MMVAE": {"MNIST | both": 868.76, "MNIST | MNIST": 868.37, "MNIST | street": 628.31,
-                  "street | both": 3441.01, "street | street": 3441.01, "street | MNIST": 2337.56},
-        "MVAE": {"MNIST | both": -176.68, "MNIST | MNIST": -107.46, "MNIST | street": -778.20,
-                 "street | both": 3395.12, "street | street": 3536.86, "street | MNIST": -12747.50},
+        "MMVAE": {"MNIST, q(both)": 868.76, "MNIST, q(MNIST)": 868.37, "MNIST, q(street)": 628.31,
+                  "street, q(both)": 3441.01, "street, q(street)": 3441.01, "street, q(MNIST)": 2337.56},
+        "MVAE": {"MNIST, q(both)": -176.68, "MNIST, q(MNIST)": -107.46, "MNIST, q(street)": -778.20,
+                 "street, q(both)": 3395.12, "street, q(street)": 3536.86, "street, q(MNIST)": -12747.50},
     },
     "Paper street columns are SVHN numbers and not comparable with the stand-in's. The "
     "paper's log p(x_m, x_n) column is illegible in our copy of the paper, so it is left "
-    "blank. 'x | S' names the proposal q(z | x_S) of an IWAE estimate of log p(x) (the "
+    "blank. 'x, q(S)' names the proposal q(z | x_S) of an IWAE estimate of log p(x) (the "
     "paper's notation; docs/evaluation-likelihood.md).",
 )
