@@ -34,30 +34,36 @@ def vector_batch(names=("a", "b", "c"), n=7, seed=0, missing=()):
     return Batch(data, mask)
 
 
+def run_recorded(monkeypatch, model, batch, base: str, indices: str, bound, seed: int):
+    """The contrastive forward with `bound` replaced and every index matrix that
+    `mmdgm.models.contrastive.<indices>` draws recorded; also the base model's per-point
+    objective from the same random state. Returns (output, objective, recorded matrices)."""
+    import mmdgm.models.contrastive as contrastive
+
+    draw, recorded = getattr(contrastive, indices), []
+
+    def record(*args):
+        recorded.append(draw(*args))
+        return recorded[-1]
+
+    monkeypatch.setattr(model, "bound", bound)
+    monkeypatch.setattr(contrastive, indices, record)
+    torch.manual_seed(seed)
+    out = model(batch)
+    torch.manual_seed(seed)
+    return out, MODELS.get(base).forward(model, batch).per_point.detach(), recorded
+
+
 def test_repaired_loss_equals_brute_force_with_a_known_bound(monkeypatch):
     """Eq. 14: -gamma * objective_i + log sum_n exp bound(tuple), recomputed by loops over
     the recorded index matrix, with a deterministic bound; an incomplete row takes term 1 only."""
     model = vector_model("mmvae", contrastive={"gamma": 1.7, "n_negatives": 4, "negatives": "repaired"}, K=2)
     batch = vector_batch(missing=[("b", 2)])
-    seen = {}
 
     def bound(b, K, estimator):
-        seen.setdefault("batches", []).append(b)
         return -sum((x.double() ** 2).sum(-1) for x in b.data.values()).float() / 10
 
-    recorded = []
-
-    def record(rows, m, n):
-        J = repaired_indices(rows, m, n)
-        recorded.append(J)
-        return J
-
-    monkeypatch.setattr(model, "bound", bound)
-    monkeypatch.setattr("mmdgm.models.contrastive.repaired_indices", record)
-    torch.manual_seed(3)
-    out = model(batch)
-    torch.manual_seed(3)
-    objective = MODELS.get("mmvae").forward(model, batch).per_point.detach()
+    out, objective, recorded = run_recorded(monkeypatch, model, batch, "mmvae", "repaired_indices", bound, 3)
     (J,) = recorded
     assert J.shape == (3, 4, 6) and 2 not in J.unique().tolist()
     want = []
@@ -228,22 +234,11 @@ def test_anchored_loss_is_eq4_by_brute_force(monkeypatch):
     log sum_n exp bound(x_i, y')), by loops over the recorded replacements."""
     model = vector_model("mvae", names=("a", "b"), contrastive={"gamma": 2.5, "n_negatives": 3})
     batch = vector_batch(names=("a", "b"), n=5)
-    recorded = []
-
-    def record(rows, m, n, replaced):
-        J = anchored_indices(rows, m, n, replaced)
-        recorded.append(J)
-        return J
 
     def bound(b, K, estimator):
-        return (b.data["a"] * b.data["b"]).sum(-1).double().float()
+        return (b.data["a"] * b.data["b"]).sum(-1)
 
-    monkeypatch.setattr(model, "bound", bound)
-    monkeypatch.setattr("mmdgm.models.contrastive.anchored_indices", record)
-    torch.manual_seed(1)
-    out = model(batch)
-    torch.manual_seed(1)
-    objective = MODELS.get("mvae").forward(model, batch).per_point.detach()
+    out, objective, recorded = run_recorded(monkeypatch, model, batch, "mvae", "anchored_indices", bound, 1)
     Ja, Jb = recorded
     want = 0.0
     for i in range(5):
