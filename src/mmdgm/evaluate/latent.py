@@ -160,6 +160,7 @@ def latent_accuracy_split(
     names = chosen("latent_accuracy_split", "modalities", modalities, ctx.model.names)
     subsets = {m: [m] for m in names}
     train, test, n_rows, n_test = probe_codes(ctx, subsets, n_train, use_mean, "latent_accuracy_split")
+    parts = {**split, "both": slice(None)}
     result = {}
     for m in names:
         if train[m] is not None:
@@ -168,7 +169,6 @@ def latent_accuracy_split(
             if beyond:
                 raise ValueError(f"latent_accuracy_split: latent_split parts {beyond} reach past the {width} latent "
                                  f"dimensions of {m!r}'s codes")
-        parts = {**split, "both": slice(None)}
         result[m] = {p: probe_accuracy(train[m], test[m], max_iter, columns) for p, columns in parts.items()}
     return {**result, "parts": {p: [c.start, c.stop] for p, c in split.items()},
             "n_train": n_rows, "n_test": n_test, "use_mean": use_mean}
