@@ -127,7 +127,8 @@ class CMMD(MultimodalVAE):
     ce_weight (alpha), encoder_hidden, prior_hidden, decoder_hidden, classifier_hidden,
     activation, dropout, mmd_scale (kernel scale h of exp(-||x - y||^2 / h); None: D^2),
     objective ("paper" | "code"). Defaults are the paper's two-view MNIST settings.
-    `prior_scale` and `learn_prior` are not used: the prior is a network.
+    `prior_scale` and `learn_prior` are not used (the prior is a network), nor the
+    modalities' `likelihood_scale` (the decoder's variances are learnt).
     """
 
     modality_networks = False
