@@ -436,3 +436,25 @@ def test_batch_of_text_passes_model_validation(root):
     Batch({"mnist": torch.rand(1, 1, 28, 28), "text": x}).validate(model.modalities)
     with pytest.raises(Exception, match="sample shape"):
         Batch({"mnist": torch.rand(1, 1, 28, 28), "text": x[:, :4]}).validate(model.modalities)
+
+
+@pytest.mark.parametrize("config,k", [("mmvae-mnist-synthstreet-text", 2), ("mvae-mnist-synthstreet-text", 1)])
+def test_builtin_text_configs_train_and_evaluate(root, tmp_path, config, k):
+    from mmdgm import cli
+    from mmdgm.evaluate.runner import read_eval
+
+    run = tmp_path / "run"
+    overrides = [
+        f"data.root={root}", "data.options={dm: 1, n_train: 200, n_test: 100}", "model.latent_dim=4",
+        f"model.options.K={k}", "model.modalities.mnist.net_options={hidden: 16}",
+        "model.modalities.synth_street.net_options={width: 4}", "model.modalities.text.net_options={width: 8}",
+        "train.epochs=1", "train.batch_size=32", "train.eval_batches=1", "train.grid_size=4", "train.final_metrics=[]",
+    ]
+    assert cli.main(["train", "--config", config, "--run-dir", str(run), *overrides]) == 0
+    assert sorted(p.name.split("-", 1)[1] for p in (run / "grids").glob("*.png")) == [
+        "from-mnist.png", "from-synth_street.png", "joint.png"]
+    assert cli.main(["evaluate", str(run), "--metrics", "cross_coherence,joint_coherence", "--floor", "0",
+                     "--train-classifiers"]) == 0
+    cross = read_eval(run)["cross_coherence"]
+    assert {"mnist->text", "synth_street->text", "{mnist,synth_street}->text", "text->mnist"} <= set(cross)
+    assert all(v is None or 0.0 <= v <= 1.0 for k, v in cross.items() if "->" in k)
