@@ -373,7 +373,11 @@ def test_grids_skip_text_and_coherence_reads_it(root, tmp_path):
                   {k: ds.index[k] for k in ("mnist", "text")}, name=ds.name)
     model = text_model("mmvae", K=2).eval()
     paths = write_model_grids(model, ds.batch(torch.arange(4)), tmp_path / "grids", "t", n=4)
-    assert [p.name for p in paths] == ["t-joint.png", "t-from-mnist.png"]
+    assert [p.name for p in paths] == ["t-joint.png", "t-from-mnist.png", "t-text.txt"]
+    lines = paths[-1].read_text().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["joint text", "mnist -> text", "data text", "text -> text"]
+    data = [s.strip("'") for s in lines[2].split(": ", 1)[1].split(" | ")]
+    assert data == decode(ds.batch(torch.arange(4)).data["text"]) and len(data) == 4
 
     class Zero(torch.nn.Module):  # says "0" to every image
         def forward(self, x):
@@ -451,8 +455,13 @@ def test_builtin_text_configs_train_and_evaluate(root, tmp_path, config, k):
         "train.epochs=1", "train.batch_size=32", "train.eval_batches=1", "train.grid_size=4", "train.final_metrics=[]",
     ]
     assert cli.main(["train", "--config", config, "--run-dir", str(run), *overrides]) == 0
-    assert sorted(p.name.split("-", 1)[1] for p in (run / "grids").glob("*.png")) == [
-        "from-mnist.png", "from-synth_street.png", "joint.png"]
+    assert sorted(p.name.split("-", 1)[1] for p in (run / "grids").iterdir()) == [
+        "from-mnist.png", "from-synth_street.png", "joint.png", "text.txt"]
+    from mmdgm.config import load_config
+    from mmdgm.models.factory import build_model
+
+    model = build_model(load_config(config).model, {"mnist": (1, 28, 28), "synth_street": (3, 32, 32), "text": TEXT})
+    assert [m.kind for m in model.modalities.values()] == ["image", "image", "text"]
     assert cli.main(["evaluate", str(run), "--metrics", "cross_coherence,joint_coherence", "--floor", "0",
                      "--train-classifiers"]) == 0
     cross = read_eval(run)["cross_coherence"]
