@@ -1,6 +1,8 @@
 """Datasets: real loaders, procedural stand-ins, pairings and masks."""
 
-from mmdgm.data import arrays, mnist, multimnist, paired, procedural, svhn, twoview  # noqa: F401  (register builders)
+from mmdgm.data import (  # noqa: F401  (register builders)
+    arrays, mnist, mnist_text, multimnist, paired, procedural, svhn, threeview, twoview,
+)
 from mmdgm.data.base import MultimodalDataset
 from mmdgm.data.registry import DATASETS
 

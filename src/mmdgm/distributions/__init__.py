@@ -11,6 +11,7 @@ from mmdgm.distributions.base import (
 
 __all__ = ["DISTRIBUTIONS", "SCALES", "Bernoulli", "Distribution", "Laplace", "Normal"]
 
+from mmdgm.distributions.categorical import Categorical  # noqa: E402  (registers "categorical")
 from mmdgm.distributions.mixture import MixtureOfExperts  # noqa: E402
 
-__all__ += ["MixtureOfExperts"]
+__all__ += ["Categorical", "MixtureOfExperts"]

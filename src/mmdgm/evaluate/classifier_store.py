@@ -29,7 +29,9 @@ from tqdm import tqdm
 from mmdgm.config import parse_overrides
 from mmdgm.data import DATASETS, MultimodalDataset
 from mmdgm.data.paths import cache_dir, data_root
+from mmdgm.data.text import ALPHABET
 from mmdgm.evaluate.classifiers import DigitClassifier, accuracy
+from mmdgm.evaluate.text_classifier import DigitWordReader
 from mmdgm.evaluate.vector_classifier import VectorClassifier
 from mmdgm.registry import Registry
 from mmdgm.train.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
@@ -38,6 +40,7 @@ ARCHITECTURES: Registry[Callable[[tuple[int, ...], int], nn.Module]] = Registry(
 ARCHITECTURES.register("digit-28")(lambda shape, classes: DigitClassifier(shape, classes))
 ARCHITECTURES.register("digit-32")(lambda shape, classes: DigitClassifier(shape, classes))
 ARCHITECTURES.register("vector-mlp")(lambda shape, classes: VectorClassifier(shape[0], classes))
+ARCHITECTURES.register("digit-word-reader")(DigitWordReader)  # exact, nothing to train
 
 IMAGE_ARCHITECTURES = {(1, 28, 28): "digit-28", (3, 32, 32): "digit-32"}
 
@@ -51,14 +54,17 @@ class WeakClassifierError(ValueError):
 
 
 def architecture_for(shape: tuple[int, ...]) -> str:
-    """The architecture name for a modality shape: 28x28 / 32x32 digit CNNs, or the vector MLP."""
+    """The architecture name for a modality shape: 28x28 / 32x32 digit CNNs, the vector MLP,
+    or the digit-word reader for one-hot strings (L, 71) of the text alphabet."""
     shape = tuple(shape)
     if len(shape) == 1:
         return "vector-mlp"
+    if len(shape) == 2 and shape[1] == len(ALPHABET):
+        return "digit-word-reader"
     if shape not in IMAGE_ARCHITECTURES:
         raise ValueError(
             f"no classifier architecture for modality shape {shape}; "
-            f"known image shapes {sorted(IMAGE_ARCHITECTURES)} or any 1-D vector"
+            f"known image shapes {sorted(IMAGE_ARCHITECTURES)}, any 1-D vector or (L, {len(ALPHABET)}) text"
         )
     return IMAGE_ARCHITECTURES[shape]
 
@@ -173,12 +179,14 @@ def train_dataset_classifiers(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = ARCHITECTURES.get(architecture)(shape, classes).to(device)
-            fit_classifier(model, x, y, epochs, seed=seed, progress=progress, desc=f"classifier {m}")
+            trainable = any(p.requires_grad for p in model.parameters())
+            if trainable:
+                fit_classifier(model, x, y, epochs, seed=seed, progress=progress, desc=f"classifier {m}")
         accuracies[m] = accuracy(model, x_test, y_test)
         save_checkpoint(out / f"{m}.pt", {k: v.cpu() for k, v in model.state_dict().items()})
         record = {
             "test_accuracy": accuracies[m],
-            "epochs": epochs,
+            "epochs": epochs if trainable else 0,
             "n_train": len(x),
             "n_test": len(x_test),
             "architecture": architecture,

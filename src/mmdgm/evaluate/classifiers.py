@@ -54,7 +54,8 @@ def _float(x: Tensor) -> Tensor:
 def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 1000) -> float:
     """Fraction of `images` (uint8 or float in [0, 1]) that `model` labels correctly."""
     model.eval()
-    device = next(model.parameters()).device
+    p = next(model.parameters(), None)
+    device = torch.device("cpu") if p is None else p.device
     correct = 0
     for start in range(0, len(images), batch_size):
         x = _float(images[start : start + batch_size]).to(device)

@@ -21,6 +21,7 @@ from mmdgm.batch import Batch
 from mmdgm.evaluate.common import module_device, row_batches, seeded
 from mmdgm.evaluate.context import EvalContext
 from mmdgm.evaluate.registry import METRICS
+from mmdgm.evaluate.text_classifier import NO_CLASS, DigitWordReader
 
 FIGURE = "generation_diversity.png"
 
@@ -157,12 +158,16 @@ def normalised_entropy(counts: Tensor) -> float:
 @METRICS.register("generation_diversity")
 def generation_diversity(ctx: EvalContext, n: int = 10000, classes: int = 10) -> dict:
     """Class histogram of n joint generations per modality and its normalised entropy
-    (relating-by-contrasting appendix G.2); writes a bar chart to ctx.out_dir."""
+    (relating-by-contrasting appendix G.2); writes a bar chart to ctx.out_dir. Text that the
+    digit-word reader cannot read is counted under "unread", outside the histogram."""
     names = ctx.model.names
     preds = joint_predictions(ctx, n, "generation diversity")
-    if int(preds.max()) >= classes:
-        raise ValueError(f"a classifier predicted class {int(preds.max())}; generation_diversity has classes={classes}")
-    counts = {m: torch.bincount(preds[i], minlength=classes) for i, m in enumerate(names)}
+    readers = torch.tensor([isinstance(ctx.classifiers[m], DigitWordReader) for m in names])
+    unread = (preds == NO_CLASS) & readers[:, None]
+    read = preds[~unread]
+    if read.numel() and int(read.max()) >= classes:
+        raise ValueError(f"a classifier predicted class {int(read.max())}; generation_diversity has classes={classes}")
+    counts = {m: torch.bincount(preds[i][~unread[i]], minlength=classes) for i, m in enumerate(names)}
     figure = Figure(figsize=(3.2 * len(names), 2.6), layout="constrained")
     for ax, m in zip(figure.subplots(1, len(names), squeeze=False)[0], names):
         ax.bar(range(classes), counts[m].tolist())
@@ -173,6 +178,7 @@ def generation_diversity(ctx: EvalContext, n: int = 10000, classes: int = 10) ->
     return {
         "n": n,
         "histograms": {m: c.tolist() for m, c in counts.items()},
-        "entropy": {m: normalised_entropy(c) for m, c in counts.items()},
+        "entropy": {m: normalised_entropy(c) if c.sum() else None for m, c in counts.items()},
+        "unread": {m: int(unread[i].sum()) for i, m in enumerate(names) if readers[i]},
         "figures": [FIGURE],
     }

@@ -63,7 +63,7 @@ def build_model(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]]) -> Multimo
         Modality(
             name=n,
             shape=shapes[n],
-            kind="image" if len(shapes[n]) == 3 else "vector",
+            kind="image" if len(shapes[n]) == 3 else "text" if m.likelihood == "categorical" else "vector",
             likelihood=m.likelihood,
             llik_scale=m.llik_scale,
             encoder=m.encoder,

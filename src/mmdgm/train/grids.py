@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from mmdgm.train.checkpoint import atomic_write_bytes
+from mmdgm.data.text import ALPHABET, decode
+from mmdgm.train.checkpoint import atomic_write_bytes, atomic_write_text
 
 
 def to_rgb(images: Tensor, size: int) -> Tensor:
@@ -44,25 +45,48 @@ def image_modalities(model) -> list[str]:
     return [n for n, m in model.modalities.items() if len(m.shape) == 3]
 
 
+def text_modalities(model) -> list[str]:
+    """Modalities of one-hot strings over the text alphabet (`mmdgm.data.text`)."""
+    return [n for n, m in model.modalities.items() if len(m.shape) == 2 and m.shape[1] == len(ALPHABET)]
+
+
+def text_lines(model, batch, n: int, names: list[str]) -> list[str]:
+    """Decoded strings of the text modalities `names`: joint samples (same prior draws as
+    the joint grid), then, per source modality, the data and each text generated from it."""
+    lines = []
+    for t, x in model.sample(n, names).items():
+        lines.append(f"joint {t}: " + " | ".join(repr(s) for s in decode(x)))
+    for source in model.names:
+        if source in names:
+            lines.append(f"data {source}: " + " | ".join(repr(s) for s in decode(batch.data[source])))
+        for t in names:
+            lines.append(f"{source} -> {t}: " + " | ".join(repr(s) for s in decode(model.cross_generate(batch, source, t))))
+    return lines
+
+
 @torch.no_grad()
 def write_model_grids(model, batch, out_dir: Path, tag: str, n: int = 8) -> list[Path]:
-    """The model's `picture_grids` of the image modalities (none without image
-    modalities, e.g. feature vectors), one PNG each, for up to `n` rows of `batch`: by
-    default joint samples and cross generations.
+    """The model's `picture_grids` of the image modalities, one PNG each (by default joint
+    samples and cross generations), and those of text modalities as decoded strings in
+    `<tag>-text.txt` (nothing for other modalities, e.g. feature vectors), for up to `n`
+    rows of `batch`.
 
     Each joint-sample column shares one prior draw, so columns show (in)coherence;
     cross-generation grids show the source row above one generated row per target.
     Uses a forked RNG so that drawing grids does not disturb training randomness.
     """
-    names = image_modalities(model)
-    if not names:
-        return []
+    names, texts = image_modalities(model), text_modalities(model)
     out_dir = Path(out_dir)
     batch = batch.select(torch.arange(min(n, batch.size)))
     paths = []
     with torch.random.fork_rng():
-        torch.manual_seed(0)
-        for name, rows in model.picture_grids(batch, names, n).items():
-            paths.append(out_dir / f"{tag}-{name}.png")
-            save_grid(rows, paths[-1])
+        if names:
+            torch.manual_seed(0)
+            for name, rows in model.picture_grids(batch, names, n).items():
+                paths.append(out_dir / f"{tag}-{name}.png")
+                save_grid(rows, paths[-1])
+        if texts:
+            torch.manual_seed(0)
+            paths.append(out_dir / f"{tag}-text.txt")
+            atomic_write_text(paths[-1], "\n".join(text_lines(model, batch, n, texts)) + "\n")
     return paths
