@@ -38,7 +38,7 @@ def pairs_with_text(
     """The `pairs_name` pairs of `a` and `b` plus text, masked by `protocol` on train."""
     protocol.check([*a.sources, *b.sources, MODALITY])
     restrict = Protocol(unimodal_fraction=protocol.unimodal_fraction)
-    pairs = pair(pairs_name, split, root, a, b, dm, max_per_class, seed, restrict)
+    pairs = pair(pairs_name, split, root, [a, b], dm, max_per_class, seed, restrict)
     texted = with_text(pairs, name, derived_seed(seed, f"text-{split}"))
     return protocol.observe(split, texted, seed)
 
