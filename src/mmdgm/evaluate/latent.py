@@ -60,13 +60,17 @@ def latent_accuracy(
     ctx: EvalContext, n_train: int = 10000, use_mean: bool = False, max_iter: int = 1000
 ) -> dict:
     """Test accuracy of a linear probe on latent codes of each single-modality posterior
-    and of the joint posterior ("joint"); see the module docstring for the protocol."""
+    and of the joint posterior ("joint"), over the modalities the model can condition on
+    (`model.inference_modalities`); see the module docstring for the protocol."""
     if ctx.train_set is None:
         raise ValueError("latent_accuracy fits its probe on train data: the context has no train_set")
     names = ctx.model.names
     if "joint" in names:
         raise ValueError("latent_accuracy reports the joint posterior as 'joint'; a modality has that name")
-    subsets = {**{m: [m] for m in names}, "joint": names}
+    inferable = ctx.model.inference_modalities
+    subsets = {m: [m] for m in inferable}
+    if len(inferable) > 1:
+        subsets["joint"] = inferable
     g = torch.Generator().manual_seed(ctx.seed)
     train_rows = torch.randperm(len(ctx.train_set), generator=g)[:n_train]
     test_rows = torch.arange(len(ctx.test_set))
@@ -91,7 +95,8 @@ def downstream_classification(
     """CMMD's downstream protocol (§4.3.2): representations from the observed modalities
     only (the posterior mean given them), a multiclass logistic regression fitted on
     `n_train` random training representations, and its test error rate. `observed` names
-    one subset; by default every non-empty subset of the modalities is scored and their
+    one subset; by default every non-empty subset of the modalities the model can condition
+    on (`model.inference_modalities`) is scored and their
     mean error reported under "mean" (as the MNIST-SVHN-Text table averages its 7 subsets).
     Keys: "+"-joined subset names -> error rate."""
     if ctx.train_set is None:
@@ -104,7 +109,8 @@ def downstream_classification(
                              if unknown else "downstream_classification: observed names no modality")
         subsets = {"+".join(observed): list(observed)}
     else:
-        subsets = {"+".join(c): list(c) for r in range(1, len(names) + 1) for c in itertools.combinations(names, r)}
+        inferable = ctx.model.inference_modalities
+        subsets = {"+".join(c): list(c) for r in range(1, len(inferable) + 1) for c in itertools.combinations(inferable, r)}
     g = torch.Generator().manual_seed(ctx.seed)
     train_rows = torch.randperm(len(ctx.train_set), generator=g)[:n_train]
     with seeded(ctx.seed, module_device(ctx.model)):

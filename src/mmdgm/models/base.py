@@ -87,7 +87,13 @@ class MultimodalVAE(nn.Module):
         posterior_scale: scale parameterisation of the encoders ("softmax", "softplus", "exp").
         prior_scale: "softmax" (scales sum to D, MMVAE) or "free" (exp of a parameter).
         learn_prior: whether the prior scale is trained (MMVAE's `learn-prior`).
+
+    `generative` says whether the model has a generative process (sample, decode, cross
+    generation, likelihoods); `inference_modalities` names the modalities `encode` can
+    condition on (all of them unless a model infers its latent from fewer, as VCCA does).
     """
+
+    generative: bool = True
 
     def __init__(
         self,
@@ -125,6 +131,11 @@ class MultimodalVAE(nn.Module):
     @property
     def names(self) -> list[str]:
         return list(self.modalities)
+
+    @property
+    def inference_modalities(self) -> list[str]:
+        """The modalities `encode` may condition on (every subset of them)."""
+        return self.names
 
     def check_names(self, names: list[str] | None) -> list[str]:
         """Validate a list of modality names (None means all)."""

@@ -51,10 +51,12 @@ def write_model_grids(model, batch, out_dir: Path, tag: str, n: int = 8) -> list
 
     Each joint-sample column shares one prior draw, so columns show (in)coherence;
     cross-generation grids show the source row above one generated row per target.
-    Uses a forked RNG so that drawing grids does not disturb training randomness.
+    Uses a forked RNG so that drawing grids does not disturb training randomness. Models
+    without a generative process (`model.generative` false, e.g. DCCA) get none; cross
+    generations start only from the modalities the model can condition on.
     """
     names = image_modalities(model)
-    if not names:
+    if not names or not model.generative:
         return []
     out_dir = Path(out_dir)
     batch = batch.select(torch.arange(min(n, batch.size)))
@@ -64,7 +66,7 @@ def write_model_grids(model, batch, out_dir: Path, tag: str, n: int = 8) -> list
         joint = model.sample(n, names)
         paths.append(out_dir / f"{tag}-joint.png")
         save_grid([joint[k] for k in names], paths[-1])
-        for source in names:
+        for source in [n for n in names if n in model.inference_modalities]:
             rows = [batch.data[source]] + [model.cross_generate(batch, source, t) for t in names]
             paths.append(out_dir / f"{tag}-from-{source}.png")
             save_grid(rows, paths[-1])
