@@ -108,7 +108,8 @@ def test_directory_named_like_a_config_does_not_shadow_it(tmp_path, monkeypatch)
 def test_every_builtin_config_builds_its_model():
     from mmdgm.config import builtin_configs
 
-    shapes = {"mnist": (1, 28, 28), "synth_hand": (1, 28, 28), "svhn": (3, 32, 32), "synth_street": (3, 32, 32)}
+    shapes = {"mnist": (1, 28, 28), "synth_hand": (1, 28, 28), "svhn": (3, 32, 32), "synth_street": (3, 32, 32),
+              "view1": (1, 28, 28), "view2": (1, 28, 28)}
     names = builtin_configs()
     assert len(names) >= 15
     for name in names:

@@ -74,17 +74,14 @@ def observed_only_classifier(
     max_iter: int = 1000,
 ) -> dict:
     """Test error rate of a classifier trained on the observed modality alone (module
-    docstring). `observed` defaults to the model's single inference modality (VCCA's
-    observed view) and must be given when it has several. `hidden` defaults to [50, 50];
+    docstring). `observed` defaults to the first modality the model can condition on
+    (VCCA's observed view; the first modality of the others). `hidden` defaults to [50, 50];
     `n_train` (None: every example for "mlp", 500 for "logistic") subsamples the training
     examples with `ctx.seed`. Keys: the observed modality -> error rate, n_train, classifier."""
     if ctx.train_set is None:
         raise ValueError("observed_only_classifier trains on train data: the context has no train_set")
     names = ctx.model.names
-    if observed is None:
-        if len(ctx.model.inference_modalities) != 1:
-            raise ValueError(f"observed_only_classifier: name the observed modality (observed: one of {names})")
-        observed = ctx.model.inference_modalities[0]
+    observed = ctx.model.inference_modalities[0] if observed is None else observed
     if observed not in names:
         raise ValueError(f"observed_only_classifier: unknown modality {observed!r}{nearest(observed, names)}; the model has {names}")
     if classifier not in CLASSIFIERS:

@@ -217,8 +217,10 @@ class VCCAPrivate(VCCA):
     generations draw the private latents from their prior N(0, I).
     """
 
-    def __init__(self, *args, private_dim: int = 10, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, *args, observed: str | None = None, K: int = 1, dropout: float = 0.0, private_dim: int = 10, **kwargs
+    ) -> None:
+        super().__init__(*args, observed=observed, K=K, dropout=dropout, **kwargs)
         if private_dim < 1:
             raise ValueError(f"VCCAPrivate: private_dim must be >= 1, got {private_dim}")
         self.private_dim = private_dim
