@@ -30,6 +30,11 @@ from mmdgm.evaluate.registry import METRICS
 from mmdgm.registry import nearest
 
 
+def inference_modalities(model) -> list[str]:
+    """The modalities `model.encode` may condition on (all, for models that do not say)."""
+    return list(getattr(model, "inference_modalities", model.names))
+
+
 def latent_codes(
     ctx: EvalContext, dataset: MultimodalDataset, rows: torch.Tensor, subsets: dict[str, list[str]], use_mean: bool, desc: str
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -67,7 +72,7 @@ def latent_accuracy(
     names = ctx.model.names
     if "joint" in names:
         raise ValueError("latent_accuracy reports the joint posterior as 'joint'; a modality has that name")
-    inferable = ctx.model.inference_modalities
+    inferable = inference_modalities(ctx.model)
     subsets = {m: [m] for m in inferable}
     if len(inferable) > 1:
         subsets["joint"] = inferable
@@ -109,7 +114,7 @@ def downstream_classification(
                              if unknown else "downstream_classification: observed names no modality")
         subsets = {"+".join(observed): list(observed)}
     else:
-        inferable = ctx.model.inference_modalities
+        inferable = inference_modalities(ctx.model)
         subsets = {"+".join(c): list(c) for r in range(1, len(inferable) + 1) for c in itertools.combinations(inferable, r)}
     g = torch.Generator().manual_seed(ctx.seed)
     train_rows = torch.randperm(len(ctx.train_set), generator=g)[:n_train]

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from mmdgm.evaluate.classifier_store import fit_classifier, source_examples
 from mmdgm.evaluate.common import module_device, seeded
 from mmdgm.evaluate.context import EvalContext
+from mmdgm.evaluate.latent import inference_modalities
 from mmdgm.evaluate.registry import METRICS
 from mmdgm.nets.layers import activation
 from mmdgm.registry import nearest
@@ -81,7 +82,7 @@ def observed_only_classifier(
     if ctx.train_set is None:
         raise ValueError("observed_only_classifier trains on train data: the context has no train_set")
     names = ctx.model.names
-    observed = ctx.model.inference_modalities[0] if observed is None else observed
+    observed = inference_modalities(ctx.model)[0] if observed is None else observed
     if observed not in names:
         raise ValueError(f"observed_only_classifier: unknown modality {observed!r}{nearest(observed, names)}; the model has {names}")
     if classifier not in CLASSIFIERS:
@@ -92,9 +93,9 @@ def observed_only_classifier(
                          f"batch_size >= 1; got {hidden}, {dropout}, {epochs}, {lr}, {batch_size}")
     x, y = source_examples(ctx.train_set, observed)
     x_test, y_test = source_examples(ctx.test_set, observed)
-    n = (500 if classifier == "logistic" else len(x)) if n_train is None else min(int(n_train), len(x))
-    if n < 1:
+    if n_train is not None and n_train < 1:
         raise ValueError(f"observed_only_classifier: n_train must be >= 1, got {n_train}")
+    n = min((500 if classifier == "logistic" else len(x)) if n_train is None else int(n_train), len(x))
     rows = torch.randperm(len(x), generator=torch.Generator().manual_seed(ctx.seed))[:n]
     x, y = x[rows], y[rows]
     if len(torch.unique(y)) < 2:

@@ -56,7 +56,7 @@ def write_model_grids(model, batch, out_dir: Path, tag: str, n: int = 8) -> list
     generations start only from the modalities the model can condition on.
     """
     names = image_modalities(model)
-    if not names or not model.generative:
+    if not names or not getattr(model, "generative", True):
         return []
     out_dir = Path(out_dir)
     batch = batch.select(torch.arange(min(n, batch.size)))
@@ -66,7 +66,7 @@ def write_model_grids(model, batch, out_dir: Path, tag: str, n: int = 8) -> list
         joint = model.sample(n, names)
         paths.append(out_dir / f"{tag}-joint.png")
         save_grid([joint[k] for k in names], paths[-1])
-        for source in [n for n in names if n in model.inference_modalities]:
+        for source in [n for n in names if n in getattr(model, "inference_modalities", names)]:
             rows = [batch.data[source]] + [model.cross_generate(batch, source, t) for t in names]
             paths.append(out_dir / f"{tag}-from-{source}.png")
             save_grid(rows, paths[-1])
