@@ -357,8 +357,9 @@ TINY = ["data.options={source: synthetic, n_train: 120, n_test: 60}", "train.epo
 
 @pytest.mark.parametrize("config,extra", [("vcca-default", []), ("vcca-default", ["model.name=vcca-private",
                                           "model.options.private_dim=3"]), ("dcca-default", ["model.latent_dim=4"])])
-def test_tiny_training_through_the_config_path(config, extra, tmp_path):
+def test_tiny_training_through_the_config_path(config, extra, tmp_path, capsys):
     from mmdgm import run
+    from mmdgm.cli import main
 
     cfg = load_config(config, TINY + extra)
     run_dir = run.train(cfg, tmp_path / "r")
@@ -368,6 +369,8 @@ def test_tiny_training_through_the_config_path(config, extra, tmp_path):
     grids = sorted(p.name for p in (run_dir / "grids").glob("*.png"))
     if cfg.model.name == "dcca":
         assert grids == [] and set(results["downstream_classification"]) >= {"view1", "view2", "view1+view2"}
+        assert main(["sample", str(run_dir)]) == 2
+        assert "is not a generative model" in capsys.readouterr().err
     else:
         assert grids == ["epoch001-from-view1.png", "epoch001-joint.png"]
         assert "view2" not in results["downstream_classification"]

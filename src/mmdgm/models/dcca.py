@@ -25,7 +25,7 @@ from mmdgm.models.base import MODELS, ModelOutput
 from mmdgm.nets import ENCODERS
 
 
-class NotGenerativeError(TypeError):
+class NotGenerativeError(NotImplementedError):
     """A generative verb (sample, likelihood, ...) was asked of a model that has no generative process."""
 
 

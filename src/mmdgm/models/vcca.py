@@ -127,7 +127,7 @@ class VCCA(MultimodalVAE):
         self.require_observed(batch)
         return self.posterior(self.observed, batch.zero_missing().data[self.observed])
 
-    # ---- the generative side; VCCA-private overrides these three ----------------------
+    # ---- the latents; VCCA-private overrides these four --------------------------------
     def draws(self, batch: Batch, K: int) -> Draws:
         """K reparameterised draws of the latents for a batch with missing entries zeroed."""
         q = self.posterior(self.observed, batch.data[self.observed])
@@ -169,13 +169,9 @@ class VCCA(MultimodalVAE):
         loss = -per_point.mean()
         with torch.no_grad():
             metrics = {"loss": float(loss), "elbo": float(per_point.mean()), "kl": float(t.kl.mean())}
-            if self.private_dims:
+            if t.draws.h:
                 metrics["kl_private"] = float(t.kl_private.mean())
         return ModelOutput(loss, metrics, per_point)
-
-    @property
-    def private_dims(self) -> int:
-        return 0
 
     def joint_log_weights(self, batch: Batch, K: int) -> tuple[Tensor, Tensor]:
         """lw = log p(z) + sum_m s_m log p(x_m | ...) - log q(z | x_o) (+ the private
@@ -203,6 +199,8 @@ class VCCA(MultimodalVAE):
         return {n: self.generate_from(batch, n, mean, own_private=True) for n in self.names}
 
     def generate_from(self, batch: Batch, target: str, mean: bool, own_private: bool) -> Tensor:
+        """Decoder mean of `target` from z ~ q(z | x_observed) (`mean`: its mean); VCCA-private
+        takes h_target from q(h_target | x_target) if `own_private`, else from its prior."""
         q = self.posterior(self.observed, batch.data[self.observed])
         d = Draws(q.mean if mean else q.sample(), q)
         return self.likelihood(target, self.decoder_input(target, d)).mean
@@ -231,10 +229,6 @@ class VCCAPrivate(VCCA):
         self.decoders = nn.ModuleDict(
             {m.name: DECODERS.get(m.decoder)(m.shape, self.latent_dim + private_dim, **m.decoder_kwargs) for m in specs}
         )
-
-    @property
-    def private_dims(self) -> int:
-        return self.private_dim
 
     def private_prior(self, like: Tensor) -> Normal:
         """p(h_m) = N(0, I), parameters (D_h,)."""
