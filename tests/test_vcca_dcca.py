@@ -374,3 +374,8 @@ def test_tiny_training_through_the_config_path(config, extra, tmp_path, capsys):
     else:
         assert grids == ["epoch001-from-view1.png", "epoch001-joint.png"]
         assert "view2" not in results["downstream_classification"]
+        from mmdgm.evaluate.runner import evaluate_run
+
+        more = evaluate_run(run_dir, ["latent_kl", "latent_traversals", "latent_accuracy"], progress=False)
+        assert list(more["latent_kl"]["kl_to_prior"]) == ["view1"] and list(more["latent_accuracy"])[0] == "view1"
+        assert "joint" not in more["latent_accuracy"]
