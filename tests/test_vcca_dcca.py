@@ -23,7 +23,6 @@ from tests.linear_gaussian import (
     DTYPE,
     GaussianEncoder,
     LinearDecoder,
-    LinearGaussian,
     default_problem,
     exact_elbo,
     exact_log_moment,

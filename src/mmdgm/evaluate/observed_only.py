@@ -52,7 +52,8 @@ def as_float(x: Tensor) -> Tensor:
 def predict(model: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
     """Predicted classes (N,) of `model` (in eval mode) for examples x."""
     device = module_device(model)
-    return torch.cat([model(as_float(x[i:i + batch_size]).to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)])
+    chunks = (as_float(x[i:i + batch_size]).to(device) for i in range(0, len(x), batch_size))
+    return torch.cat([model(chunk).argmax(1).cpu() for chunk in chunks])
 
 
 def flat(x: Tensor) -> np.ndarray:
@@ -84,9 +85,13 @@ def observed_only_classifier(
     names = ctx.model.names
     observed = inference_modalities(ctx.model)[0] if observed is None else observed
     if observed not in names:
-        raise ValueError(f"observed_only_classifier: unknown modality {observed!r}{nearest(observed, names)}; the model has {names}")
+        raise ValueError(
+            f"observed_only_classifier: unknown modality {observed!r}{nearest(observed, names)}; the model has {names}"
+        )
     if classifier not in CLASSIFIERS:
-        raise ValueError(f"observed_only_classifier: unknown classifier {classifier!r}{nearest(classifier, list(CLASSIFIERS))}")
+        raise ValueError(
+            f"observed_only_classifier: unknown classifier {classifier!r}{nearest(classifier, list(CLASSIFIERS))}"
+        )
     hidden = [50, 50] if hidden is None else list(hidden)
     if any(h < 1 for h in hidden) or not 0.0 <= dropout < 1.0 or epochs < 1 or lr <= 0 or batch_size < 1:
         raise ValueError(f"observed_only_classifier: need hidden sizes >= 1, dropout in [0, 1), epochs >= 1, lr > 0 and "
@@ -106,7 +111,8 @@ def observed_only_classifier(
     else:
         device = module_device(ctx.model)
         with seeded(ctx.seed, device):
-            net = mlp_classifier(math.prod(x.shape[1:]), hidden, act, dropout, int(max(y.max(), y_test.max())) + 1).to(device)
-            fit_classifier(net, x, y, epochs, batch_size, lr, ctx.seed, ctx.progress, desc=f"M- classifier ({observed})")
+            classes = int(max(y.max(), y_test.max())) + 1
+            net = mlp_classifier(math.prod(x.shape[1:]), hidden, act, dropout, classes).to(device)
+            fit_classifier(net, x, y, epochs, batch_size, lr, ctx.seed, ctx.progress, f"M- classifier ({observed})")
         error = float((predict(net, x_test) != y_test).double().mean())
     return {observed: error, "n_train": n, "n_test": len(y_test), "classifier": classifier}
