@@ -77,7 +77,7 @@ def linear_vcca():
     enc = GaussianEncoder(C=torch.cat([enc.C[:, :2], torch.zeros(2, 1, dtype=DTYPE)], 1), c=enc.c, log_s=enc.log_s)
     mods = [Modality("a", (2,), kind="vector", likelihood="normal", likelihood_scale=lg.sigma, encoder="mlp"),
             Modality("b", (1,), kind="vector", likelihood="normal", likelihood_scale=lg.sigma, encoder="mlp")]
-    model = MODELS.get("vcca")(mods, 2, **GAUSSIAN, observed="a").double()
+    model = MODELS.get("vcca")(mods, 2, **GAUSSIAN, observed=["a"]).double()
     model.encoders["a"] = LinearEncoder(enc, slice(0, 2))
     model.decoders["a"] = LinearDecoder(lg.A[:2].clone(), lg.b[:2].clone())
     model.decoders["b"] = LinearDecoder(lg.A[2:].clone(), lg.b[2:].clone())
@@ -163,9 +163,9 @@ def test_missing_view_is_never_read(name, options, silent):
 
 def test_vcca_conditions_on_its_observed_view_only():
     torch.manual_seed(0)
-    model = MODELS.get("vcca-private")(vector_modalities(), 3, **GAUSSIAN, observed="b", private_dim=2).eval()
+    model = MODELS.get("vcca-private")(vector_modalities(), 3, **GAUSSIAN, observed=["b"], private_dim=2).eval()
     batch = vector_batch()
-    assert model.inference_modalities == ["b"] and list(model.encoders) == ["b"]
+    assert model.inference_modalities == model.observed == ["b"] and list(model.encoders) == ["b"]
     loc, _ = model.encoders["b"](batch.data["b"])
     torch.testing.assert_close(model.encode(batch).mean, loc)
     torch.testing.assert_close(model.encode(batch, ["b"]).mean, loc)
@@ -186,7 +186,10 @@ def test_vcca_conditions_on_its_observed_view_only():
 def test_vcca_bad_options_are_clear_errors():
     mods = vector_modalities()
     with pytest.raises(ValueError, match="did you mean 'a'"):
-        MODELS.get("vcca")(mods, 3, **GAUSSIAN, observed="aa")
+        MODELS.get("vcca")(mods, 3, **GAUSSIAN, observed=["aa"])
+    for observed in ("a", ["a", "b"], []):
+        with pytest.raises(ValueError, match="observed must be a list of one modality name"):
+            MODELS.get("vcca")(mods, 3, **GAUSSIAN, observed=observed)
     with pytest.raises(ValueError, match="prior: normal and posterior: normal"):
         MODELS.get("vcca")(mods, 3, prior="laplace", posterior="laplace")
     with pytest.raises(ValueError, match="K must be >= 1"):
@@ -307,9 +310,10 @@ def test_dcca_skips_incomplete_rows_and_never_reads_them():
 def test_dcca_is_not_generative_and_checks_its_options():
     model = linear_dcca()
     batch = Batch({"a": torch.zeros(4, 3, dtype=DTYPE), "b": torch.zeros(4, 4, dtype=DTYPE)})
-    assert not model.generative
+    assert not model.generative and model.picture_grids(batch, ["a"], 2) == {}
     for call in (lambda: model.sample(2), lambda: model.cross_generate(batch, "a", "b"), lambda: model.reconstruct(batch),
-                 lambda: model.log_likelihood(batch), lambda: model.bound(batch, 2), lambda: model.decode(torch.zeros(2, 3))):
+                 lambda: model.log_likelihood(batch), lambda: model.bound(batch, 2), lambda: model.decode(torch.zeros(2, 3)),
+                 lambda: model.latent_kl_pairs(batch)):
         with pytest.raises(NotGenerativeError, match="DCCA .* is not a generative model"):
             call()
     mods = [Modality(n, (3,), kind="vector") for n in "abc"]
@@ -345,7 +349,7 @@ def test_observed_only_classifier_reads_the_observed_view(classifier, tmp_path):
     assert results[False]["a"] > 0.45  # chance is 2/3
     assert results[True]["n_train"] == 300 and results[True]["n_test"] == 300
     with pytest.raises(ValueError, match="did you mean 'a'"):
-        METRICS.get("observed_only_classifier")(ctx, observed="aa")
+        METRICS.get("observed_only_classifier")(ctx, observed=["aa"])
 
 
 # ---- end to end through the config path -----------------------------------------------------
@@ -375,6 +379,9 @@ def test_tiny_training_through_the_config_path(config, extra, tmp_path, capsys):
         assert "view2" not in results["downstream_classification"]
         from mmdgm.evaluate.runner import evaluate_run
 
-        more = evaluate_run(run_dir, ["latent_kl", "latent_traversals", "latent_accuracy"], progress=False)
+        more = evaluate_run(run_dir, ["latent_kl", "latent_traversals", "latent_accuracy", "posterior_collapse",
+                                      "missing_rmse"], progress=False)
         assert list(more["latent_kl"]["kl_to_prior"]) == ["view1"] and list(more["latent_accuracy"])[0] == "view1"
-        assert "joint" not in more["latent_accuracy"]
+        assert "joint" not in more["latent_accuracy"] and more["missing_rmse"]["observed"] == ["view1"]
+        private = ["q(h|view1) || p(h)", "q(h|view2) || p(h)"] if cfg.model.name == "vcca-private" else []
+        assert list(more["posterior_collapse"]["collapse"]) == ["q(z|view1) || p(z)", *private]

@@ -1,14 +1,14 @@
-"""Paired multimodal datasets built from two unimodal ones by class (MMVAE pairing)."""
+"""Paired multimodal datasets built from unimodal ones by class (MMVAE pairing)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from mmdgm.data.base import MultimodalDataset
 from mmdgm.data.mnist import build as build_mnist
 from mmdgm.data.mnist import check_split
-from mmdgm.data.pairing import cached_pair_by_class
+from mmdgm.data.pairing import cached_match_by_class
 from mmdgm.data.partial import COMPLETE, Protocol
 from mmdgm.data.paths import cache_dir
 from mmdgm.data.procedural import load_or_generate
@@ -20,28 +20,28 @@ def pair(
     name: str,
     split: str,
     root: Path,
-    a: MultimodalDataset,
-    b: MultimodalDataset,
+    parts: Sequence[MultimodalDataset],
     dm: int,
     max_per_class: int,
     seed: int,
     protocol: Protocol = COMPLETE,
 ) -> MultimodalDataset:
-    """The dataset of class-matched pairs of the unimodal datasets `a` and `b`, with the
-    train split restricted and masked by `protocol` (see `mmdgm.data.partial`)."""
-    (ma, src_a), (mb, src_b) = next(iter(a.sources.items())), next(iter(b.sources.items()))
-    protocol.check([ma, mb])
-    allowed = protocol.sources(split, a.labels, b.labels, seed)
+    """The dataset of class-matched tuples of the unimodal datasets `parts` (two or more),
+    with the train split restricted and masked by `protocol` (see `mmdgm.data.partial`)."""
+    items = [next(iter(p.sources.items())) for p in parts]
+    names = [m for m, _ in items]
+    protocol.check(names)
+    allowed = protocol.sources(split, [p.labels for p in parts], seed)
     if allowed is not None:
-        a, b = a.subset(allowed[0]), b.subset(allowed[1])
-    key = f"{name}-{split}-{a.name}-{b.name}"
-    rows_a, rows_b, labels = cached_pair_by_class(
-        cache_dir(root) / "pairings", key, a.labels, b.labels, dm, max_per_class, seed
+        parts = [p.subset(rows) for p, rows in zip(parts, allowed)]
+    key = "-".join([name, split, *(p.name for p in parts)])
+    rows, labels = cached_match_by_class(
+        cache_dir(root) / "pairings", key, [p.labels for p in parts], dm, max_per_class, seed
     )
     ds = MultimodalDataset(
-        {ma: src_a, mb: src_b},
+        dict(items),
         labels,
-        {ma: a.index[ma][rows_a], mb: b.index[mb][rows_b]},
+        {m: p.index[m][r] for m, p, r in zip(names, parts, rows)},
         name=name,
     )
     return protocol.observe(split, ds, seed)
@@ -71,7 +71,7 @@ def build_mnist_svhn(
     check_split(split)
     protocol = Protocol(observed_fraction, unpaired_scheme, unimodal_fraction)
     a, b = build_mnist(split, root), build_svhn(split, root)
-    return pair("mnist-svhn", split, root, a, b, dm, max_per_class, seed, protocol)
+    return pair("mnist-svhn", split, root, [a, b], dm, max_per_class, seed, protocol)
 
 
 @DATASETS.register("mnist-synthstreet")
@@ -95,7 +95,7 @@ def build_mnist_synthstreet(
     protocol = Protocol(observed_fraction, unpaired_scheme, unimodal_fraction)
     a = build_mnist(split, root)
     b = standin("synthetic-street-digits", "synth_street", split, root, seed, n_train, n_test)
-    return pair("mnist-synthstreet", split, root, a, b, dm, max_per_class, seed, protocol)
+    return pair("mnist-synthstreet", split, root, [a, b], dm, max_per_class, seed, protocol)
 
 
 def synthetic_pairs(name: str, street: str) -> Callable[..., MultimodalDataset]:
@@ -117,7 +117,7 @@ def synthetic_pairs(name: str, street: str) -> Callable[..., MultimodalDataset]:
         protocol = Protocol(observed_fraction, unpaired_scheme, unimodal_fraction)
         a = standin("synthetic-handwritten-digits", "synth_hand", split, root, seed, n_train, n_test)
         b = standin(street, "synth_street", split, root, seed, n_train, n_test)
-        return pair(name, split, root, a, b, dm, max_per_class, seed, protocol)
+        return pair(name, split, root, [a, b], dm, max_per_class, seed, protocol)
 
     build.__doc__ = (
         f"Synthetic pairs needing no files ({street}): \"synth_hand\" (1, 28, 28) and \"synth_street\" "

@@ -5,15 +5,16 @@
   "missing:<m>" removes <m> from the unpaired rows (MEME_MNIST is "missing:svhn" on
   MNIST-SVHN), "only:<m>" keeps only <m> there, and "alternate" cycles through the
   modalities, so the unpaired rows are split evenly between them (MEME_SPLIT).
-- `restrict_sources`: the data-efficiency protocol of Shi et al. (ICLR 2021, §4.4): keep
-  n% of each unimodal set (per class) *before* pairing, so every pair is still related.
+- `restrict_each` (`restrict_sources` for two sets): the data-efficiency protocol of Shi
+  et al. (ICLR 2021, §4.4): keep n% of each unimodal set (per class) *before* pairing, so
+  every pair is still related.
 - `Protocol`: both as options of the paired builders; only the train split is affected.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -95,12 +96,18 @@ def class_fraction(labels: Tensor, fraction: float, generator: torch.Generator) 
     return torch.cat(keep).sort().values
 
 
-def restrict_sources(labels_a: Tensor, labels_b: Tensor, fraction: float, seed: int = 0) -> tuple[Tensor, Tensor]:
+def restrict_each(labels: Sequence[Tensor], fraction: float, seed: int = 0) -> list[Tensor]:
     """Rows of each unimodal set allowed into the pairing: `fraction` of each class, seeded."""
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"unimodal_fraction must lie in (0, 1], got {fraction}")
     g = torch.Generator().manual_seed(seed)
-    return class_fraction(labels_a.long(), fraction, g), class_fraction(labels_b.long(), fraction, g)
+    return [class_fraction(y.long(), fraction, g) for y in labels]
+
+
+def restrict_sources(labels_a: Tensor, labels_b: Tensor, fraction: float, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """`restrict_each` of two sets."""
+    rows_a, rows_b = restrict_each([labels_a, labels_b], fraction, seed)
+    return rows_a, rows_b
 
 
 @dataclass(frozen=True)
@@ -126,12 +133,12 @@ class Protocol:
         """What this split gets: the options on train, complete data on test."""
         return self if split == "train" else Protocol(unpaired_scheme=self.unpaired_scheme)
 
-    def sources(self, split: str, labels_a: Tensor, labels_b: Tensor, seed: int) -> tuple[Tensor, Tensor] | None:
-        """Allowed rows of each unimodal set, or None when the whole sets are used."""
+    def sources(self, split: str, labels: Sequence[Tensor], seed: int) -> list[Tensor] | None:
+        """Allowed rows of each unimodal set (labelled `labels`), or None when the whole sets are used."""
         fraction = self.applied(split).unimodal_fraction
         if fraction == 1.0:
             return None
-        return restrict_sources(labels_a, labels_b, fraction, derived_seed(seed, "unimodal_fraction"))
+        return restrict_each(labels, fraction, derived_seed(seed, "unimodal_fraction"))
 
     def observe(self, split: str, ds: MultimodalDataset, seed: int) -> MultimodalDataset:
         """`ds` masked for `split`, with the applied options recorded as `ds.protocol`."""

@@ -63,13 +63,16 @@ def make_views(images: Tensor, labels: Tensor, seed: int) -> tuple[Tensor, Tenso
     return (view1 * 255).round().to(torch.uint8), (view2 * 255).round().to(torch.uint8)
 
 
-def digits(source: str, split: str, root: Path, seed: int, n_train: int, n_test: int) -> tuple[Tensor, Tensor]:
+def digits(source: str, split: str, root: Path, seed: int, n_train: int, n_test: int,
+           dataset: str = "two-view-mnist") -> tuple[Tensor, Tensor]:
+    """uint8 (N, 1, 28, 28) digits and labels of `split`: all of real MNIST, or n_train /
+    n_test synthetic handwritten digits; `dataset` names the caller in errors."""
     if source == "mnist":
         ds = build_mnist(split, root)
         return ds.sources["mnist"], ds.labels
     if source == "synthetic":
         return load_or_generate("synthetic-handwritten-digits", split, root, n_train if split == "train" else n_test, seed)
-    raise ValueError(f"two-view-mnist: unknown source {source!r}; use one of {SOURCES}")
+    raise ValueError(f"{dataset}: unknown source {source!r}; use one of {SOURCES}")
 
 
 @DATASETS.register("two-view-mnist")

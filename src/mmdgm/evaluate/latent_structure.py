@@ -175,3 +175,77 @@ def plot_kl(kl: dict[str, Tensor], sym: dict[str, Tensor], path: Path) -> str:
     fig.tight_layout()
     atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=100))
     return path.name
+
+
+COLLAPSE_FIGURE = "posterior-collapse.png"
+
+
+def collapse_curve(kl: Tensor, thresholds: Tensor, fraction: float) -> Tensor:
+    """(T,) share of latent dimensions within each threshold: dimension d counts at
+    threshold t if KL_d <= t for at least `fraction` of the rows of `kl` (N, D)."""
+    within = (kl[None, :, :] <= thresholds[:, None, None]).double().mean(1)
+    return (within >= fraction).double().mean(-1)
+
+
+@METRICS.register("posterior_collapse")
+@torch.no_grad()
+def posterior_collapse(
+    ctx: EvalContext,
+    fraction: float = 0.99,
+    max_threshold: float = 6.0,
+    steps: int = 40,
+    n: int | None = None,
+    mc_samples: int = 100,
+) -> dict:
+    """Posterior collapse as CMMD §4.2 and appendix E measure it (Lucas et al. 2019): the
+    share of latent dimensions d with KL(q(z_d | x) || p(z_d)) <= eps for at least
+    `fraction` of the test rows, as a curve over `steps` thresholds eps in
+    [0, max_threshold] (the authors' grid: 40 points up to 6 nats), drawn in
+    "posterior-collapse.png" like Fig. 2. The (q, p) pairs are the model's
+    `latent_kl_pairs`: each unimodal posterior against the prior by default; for CMMD the
+    posterior against the conditional prior p(z | x_o), and that prior against N(0, I).
+    KL per dimension and test row is analytic where `kl_per_dim` has it, else a Monte-Carlo
+    mean over `mc_samples` draws. Returns {"thresholds", "collapse" (name -> curve),
+    "fraction", "n", "figures"}."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if max_threshold <= 0 or steps < 2:
+        raise ValueError(f"posterior_collapse needs max_threshold > 0 and steps >= 2, got {max_threshold}, {steps}")
+    model = ctx.model
+    kls: dict[str, list[Tensor]] = {}
+    seen = 0
+    with seeded(ctx.seed, module_device(model)):
+        for batch in test_batches(ctx, n, "posterior collapse"):
+            seen += batch.size
+            for name, (q, p, rows) in model.latent_kl_pairs(batch).items():
+                kls.setdefault(name, []).append(kl_per_dim(q, p, mc_samples)[rows].double().cpu())
+    thresholds = torch.linspace(0, max_threshold, steps, dtype=torch.float64)
+    empty = [name for name, v in kls.items() if not sum(len(x) for x in v)]
+    if empty:
+        raise ValueError(f"posterior_collapse: no test row for {empty}")
+    curves = {name: collapse_curve(torch.cat(v), thresholds, fraction) for name, v in kls.items()}
+    figure = plot_collapse(thresholds, curves, fraction, Path(ctx.out_dir) / COLLAPSE_FIGURE)
+    return {
+        "thresholds": thresholds.tolist(),
+        "collapse": {name: c.tolist() for name, c in curves.items()},
+        "fraction": fraction,
+        "n": seen,
+        "figures": [figure],
+    }
+
+
+def plot_collapse(thresholds: Tensor, curves: dict[str, Tensor], fraction: float, path: Path) -> str:
+    """One line per (q, p) pair: share of collapsed dimensions against the KL threshold
+    (CMMD Fig. 2), rendered by Agg. Returns the file name."""
+    fig = Figure(figsize=(5.0, 3.4))
+    ax = fig.subplots()
+    for name, curve in curves.items():
+        ax.plot(thresholds.tolist(), curve.tolist(), label=f"KL({name})")
+    ax.set_xlabel("KL threshold (nats)")
+    ax.set_ylabel(f"share of dimensions within it for {fraction:.0%} of rows")
+    ax.set_ylim(-0.01, 1.01)
+    ax.grid(True)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    return path.name

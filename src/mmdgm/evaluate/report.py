@@ -17,6 +17,7 @@ SECTIONS = {
     "cross_coherence": "Coherence",
     "synergy_coherence": "Coherence",
     "latent_accuracy": "Latent accuracy",
+    "latent_accuracy_split": "Latent accuracy",
     "joint_log_likelihood": "Log-likelihoods",
     "conditional_log_likelihoods": "Log-likelihoods",
     "generation_diversity": "Generation diversity",

@@ -88,11 +88,15 @@ class MultimodalVAE(nn.Module):
         prior_scale: "softmax" (scales sum to D, MMVAE) or "free" (exp of a parameter).
         learn_prior: whether the prior scale is trained (MMVAE's `learn-prior`).
 
+    A subclass with `modality_networks = False` builds its own networks and prior (CMMD's
+    networks over concatenated modalities) and overrides the verbs that use them.
+
     `generative` says whether the model has a generative process (sample, decode, cross
     generation, likelihoods); `inference_modalities` names the modalities `encode` can
     condition on (all of them unless a model infers its latent from fewer, as VCCA does).
     """
 
+    modality_networks: bool = True
     generative: bool = True
 
     def __init__(
@@ -118,6 +122,8 @@ class MultimodalVAE(nn.Module):
         self.posterior_cls = DISTRIBUTIONS.get(posterior)
         self.scale_fn = SCALES.get(posterior_scale)
         self.prior_scale_fn = PRIOR_SCALES[prior_scale]
+        if not self.modality_networks:
+            return
         self.encoders = nn.ModuleDict(
             {m.name: ENCODERS.get(m.encoder)(m.shape, latent_dim, **m.encoder_kwargs) for m in modalities}
         )
@@ -189,6 +195,24 @@ class MultimodalVAE(nn.Module):
     def reconstruct(self, batch: Batch, mean: bool = False) -> dict[str, Tensor]:
         """Each modality decoded from its own posterior."""
         return {n: self.cross_generate(batch, n, n, mean) for n in self.names}
+
+    @torch.no_grad()
+    def picture_grids(self, batch: Batch, names: list[str], n: int) -> dict[str, list[Tensor]]:
+        """Named grids of image rows (N, C, H, W) of the image modalities `names` for the
+        trainer's pictures: "joint" (decoder means of `n` prior draws, one draw per column)
+        and "from-<source>" (the source row of `batch` above its cross generations)."""
+        joint = self.sample(n, names)
+        grids = {"joint": [joint[k] for k in names]}
+        for source in names:
+            grids[f"from-{source}"] = [batch.data[source]] + [self.cross_generate(batch, source, t) for t in names]
+        return grids
+
+    def latent_kl_pairs(self, batch: Batch) -> dict[str, tuple[Distribution, Distribution, Tensor]]:
+        """Named (q, p, rows) whose per-dimension KL(q || p) the posterior-collapse measure
+        scores on the rows (B,) bool: each unimodal posterior q(z | x_m) against the prior
+        p(z) on rows observing m, for a batch with missing entries zeroed."""
+        prior = self.prior()
+        return {f"q(z|{m}) || p(z)": (self.posterior(m, batch.data[m]), prior, batch.mask[m]) for m in self.names}
 
     def initialise_from_data(self, dataset) -> None:
         """Data-dependent initialisation before the first step (e.g. MEME's pseudo-samples);

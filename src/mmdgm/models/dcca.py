@@ -175,6 +175,13 @@ class DCCA(nn.Module):
     def reconstruct(self, batch: Batch, mean: bool = False):
         self.not_generative("decoders for reconstruction")
 
+    def picture_grids(self, batch: Batch, names: list[str], n: int) -> dict:
+        """No pictures: nothing to generate (the trainer then writes no grids)."""
+        return {}
+
+    def latent_kl_pairs(self, batch: Batch):
+        self.not_generative("prior or posterior densities")
+
     def joint_log_weights(self, batch: Batch, K: int):
         self.not_generative("likelihood")
 

@@ -21,7 +21,10 @@ the code sums the two); a row with only s observed takes (eq. 3-4)
 
 a VampPrior of N learnable pseudo-samples u^t of the missing modality passed through its
 encoder (initialised from real samples of t by `initialise_from_data`). The code weights
-log q^(t|s) by 10 (`qts_weight`, default 1 as in the paper). Posteriors must be Gaussian
+log q^(t|s) by 10 (`qts_weight`, default 1 as in the paper). `directions="s->t"` trains
+the single direction of eq. (6) on paired rows instead of L_Bi: the unidirectional models
+of the paper's Table 2 ('flipped' marginal likelihoods, `directional_log_weights` and the
+`meme_directional_likelihood` metric). Posteriors must be Gaussian
 (appendix F's W2 relatedness and the paper's setting). The base class's fixed prior p(z)
 is not part of MEME's objective; metrics that need a reference scale (traversals) read it.
 """
@@ -49,11 +52,12 @@ class MEME(MultimodalVAE):
 
     Options: `inner_samples` K for q^(t|s) (the code: 10), `n_pseudo` pseudo-samples per
     modality (the paper's ablation: 1 to 100; the code: the batch size), `qts_weight`
-    (1; the code: 10), `log_p_other` ("elbo": L(t) estimates log p(t); "drop": the code).
+    (1; the code: 10), `log_p_other` ("elbo": L(t) estimates log p(t); "drop": the code),
+    `directions` ("both": L_Bi, eq. 2; "s->t" with modality names: eq. 6 alone, Table 2).
     """
 
     def __init__(self, *args, inner_samples: int = 10, n_pseudo: int = 100, qts_weight: float = 1.0,
-                 log_p_other: str = "elbo", **kwargs) -> None:
+                 log_p_other: str = "elbo", directions: str = "both", **kwargs) -> None:
         super().__init__(*args, **kwargs)
         require_gaussian(self, "MEME")
         if len(self.modalities) != 2:
@@ -64,6 +68,7 @@ class MEME(MultimodalVAE):
         if log_p_other not in LOG_P_OTHER:
             raise ValueError(f"log_p_other must be one of {LOG_P_OTHER}, got {log_p_other!r}")
         self.inner_samples, self.qts_weight, self.log_p_other = inner_samples, qts_weight, log_p_other
+        self.directions = self.parse_directions(directions)
         self.pseudo = nn.ParameterDict({
             n: nn.Parameter(torch.rand(n_pseudo, *m.shape)) for n, m in self.modalities.items()
         })
@@ -75,6 +80,16 @@ class MEME(MultimodalVAE):
             pick = rows[torch.randint(len(rows), (u.shape[0],))]
             with torch.no_grad():
                 u.copy_(dataset.batch(pick).data[name])
+
+    def parse_directions(self, directions: str) -> list[tuple[str, str]]:
+        """"both" -> both (s, t) orders; "s->t" -> [(s, t)] (names checked)."""
+        s, t = self.names
+        if directions == "both":
+            return [(s, t), (t, s)]
+        pair = tuple(directions.split("->"))
+        if pair not in ((s, t), (t, s)):
+            raise ValueError(f"directions must be 'both', '{s}->{t}' or '{t}->{s}', got {directions!r}")
+        return [pair]
 
     def other(self, name: str) -> str:
         return next(n for n in self.names if n != name)
@@ -118,13 +133,14 @@ class MEME(MultimodalVAE):
         return total
 
     def forward(self, batch: Batch) -> ModelOutput:
-        """Mean over rows of -L: L_Bi on paired rows, L(m) on rows observing m alone (eq. 5)."""
+        """Mean over rows of -L: L_Bi (or the one trained direction) on paired rows, L(m) on
+        rows observing m alone (eq. 5)."""
         batch.validate(self.modalities)
         batch = batch.zero_missing()
         s, t = self.names
         has_s, has_t = batch.mask[s], batch.mask[t]
         paired = has_s & has_t
-        bi = (self.directional_bound(batch, s, t) + self.directional_bound(batch, t, s)) / 2
+        bi = sum(self.directional_bound(batch, a, b) for a, b in self.directions) / len(self.directions)
         only_s, only_t = self.unimodal_bound(batch, s), self.unimodal_bound(batch, t)
         zero = torch.zeros_like(bi)
         per_point = torch.where(paired, bi, torch.where(has_s, only_s, torch.where(has_t, only_t, zero)))
@@ -153,25 +169,32 @@ class MEME(MultimodalVAE):
         z = Normal(loc[pick], scale[pick]).sample()
         return {k: d.mean for k, d in self.decode(z, names).items()}
 
+    def directional_log_weights(self, batch: Batch, K: int) -> dict[tuple[str, str], tuple[Tensor, Tensor]]:
+        """For each direction (s, t), log-weights (K, B) of its two factors of
+        p(s, t) = p(t) p(s|t): log p(s|z) + log p(z|t) - log q(z|s), z ~ q(z|s) (an IWAE
+        estimate of log p(s|t) = log int p(s|z) p(z|t) dz, t's encoder as the conditional
+        prior), and log p(t|z) + log p_lambda^s(z) - log q(z|t), z ~ q(z|t) (log p(t) under
+        s's pseudo-sample prior). One set of K draws per posterior serves both directions.
+        Values are meaningful for rows observing both modalities."""
+        q = {m: self.posterior(m, batch.data[m]) for m in self.names}
+        z = {m: q[m].rsample((K,)) for m in self.names}
+        own = {m: self.log_lik(m, z[m], batch.data[m]) - q[m].log_prob(z[m]).sum(-1) for m in self.names}
+        out = {}
+        for s, t in ((self.names[0], self.names[1]), (self.names[1], self.names[0])):
+            out[(s, t)] = (own[s] + q[t].log_prob(z[s]).sum(-1), own[t] + self.pseudo_prior_log_prob(s, z[t]))
+        return out
+
     def joint_log_weights(self, batch: Batch, K: int) -> tuple[Tensor, Tensor]:
         """Importance weights of the model's density (module docstring), K per row.
 
         One modality observed: p(m) = int p(m|z) p_lambda^other(z) dz with proposal q(z|m).
         Both: direction s->t's p(s, t) = p(t) int p(s|z) p(z|t) dz as the product of two
-        independent estimates (z1 ~ q(z|s) for the integral, z2 ~ q(z|t) for p(t) under
-        p_lambda^s), likewise t->s; the 2K weights are pooled, i.e. the density is the
-        equal mixture of the two directions' p(s, t) (the bidirectional objective trains
-        both)."""
+        independent estimates (`directional_log_weights`), likewise t->s; the 2K weights
+        are pooled, i.e. the density is the equal mixture of the two directions' p(s, t)
+        (the bidirectional objective trains both)."""
         s, t = self.names
-        q_s, q_t = self.posterior(s, batch.data[s]), self.posterior(t, batch.data[t])
-        z_s, z_t = q_s.rsample((K,)), q_t.rsample((K,))
-        log_qs, log_qt = q_s.log_prob(z_s).sum(-1), q_t.log_prob(z_t).sum(-1)
-        rec_s = self.log_lik(s, z_s, batch.data[s])
-        rec_t = self.log_lik(t, z_t, batch.data[t])
-        marg_s = rec_s + self.pseudo_prior_log_prob(t, z_s) - log_qs  # log p(s) weights
-        marg_t = rec_t + self.pseudo_prior_log_prob(s, z_t) - log_qt
-        s_given_t = rec_s + q_t.log_prob(z_s).sum(-1) - log_qs  # int p(s|z) p(z|t)
-        t_given_s = rec_t + q_s.log_prob(z_t).sum(-1) - log_qt
+        weights = self.directional_log_weights(batch, K)
+        (s_given_t, marg_t), (t_given_s, marg_s) = weights[(s, t)], weights[(t, s)]
         both = torch.cat([s_given_t + marg_t, t_given_s + marg_s])
         has_s, has_t = batch.mask[s], batch.mask[t]
         floor = torch.finfo(both.dtype).min

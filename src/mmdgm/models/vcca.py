@@ -68,13 +68,14 @@ class VCCA(MultimodalVAE):
     """Shared z inferred from the `observed` view only; every view decoded from z.
 
     Options:
-        observed: the view q(z | x) conditions on (default: the first modality).
+        observed: [the view q(z | x) conditions on] (default: [the first modality]); a list
+            like CMMD's `observed`, of exactly one name. `self.view` is that name.
         K: reparameterised draws for the reconstruction expectation (Wang et al.: 1).
         dropout: dropout probability on the encoders' inputs during training (Wang et al.
             tune a dropout rate; where it acts is our choice, see docs/models.md).
     """
 
-    def __init__(self, *args, observed: str | None = None, K: int = 1, dropout: float = 0.0, **kwargs) -> None:
+    def __init__(self, *args, observed: list[str] | None = None, K: int = 1, dropout: float = 0.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         name = type(self).__name__
         if self.posterior_cls is not Normal or self.prior_cls is not Normal:
@@ -82,55 +83,59 @@ class VCCA(MultimodalVAE):
                 f"{name} needs prior: normal and posterior: normal (Gaussian latents, analytic KL), got prior "
                 f"{self.prior_cls.__name__}, posterior {self.posterior_cls.__name__}"
             )
-        observed = self.names[0] if observed is None else observed
-        if observed not in self.modalities:
-            raise ValueError(f"{name}: observed view {observed!r}{nearest(observed, self.names)} is not one of {self.names}")
+        observed = self.names[:1] if observed is None else observed
+        if isinstance(observed, str) or not isinstance(observed, (list, tuple)) or len(observed) != 1:
+            raise ValueError(f"{name} infers z from one view: observed must be a list of one modality name, got {observed!r}")
+        view = str(observed[0])
+        if view not in self.modalities:
+            raise ValueError(f"{name}: observed view {view!r}{nearest(view, self.names)} is not one of {self.names}")
         if K < 1:
             raise ValueError(f"{name}: K must be >= 1, got {K}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"{name}: dropout must be in [0, 1), got {dropout}")
-        self.observed = observed
+        self.view = view
+        self.observed = [view]
         self.K = K
-        self.encoders = nn.ModuleDict({observed: self.encoders[observed]})
+        self.encoders = nn.ModuleDict({view: self.encoders[view]})
         self.input_dropout = nn.Dropout(dropout)
 
     @property
     def inference_modalities(self) -> list[str]:
-        return [self.observed]
+        return [self.view]
 
     def posterior(self, name: str, x: Tensor) -> Normal:
         """q(z | x_observed) (input dropout in training mode)."""
-        if name != self.observed:
+        if name != self.view:
             raise BatchError(
-                f"{type(self).__name__} infers z from {self.observed!r} alone (Wang et al. 2017 condition on the "
+                f"{type(self).__name__} infers z from {self.view!r} alone (Wang et al. 2017 condition on the "
                 f"view available at test time); it has no encoder for {name!r}"
             )
         return super().posterior(name, self.input_dropout(x))
 
     def require_observed(self, batch: Batch) -> None:
         """Raise a BatchError naming the rows that lack the observed view."""
-        missing = ~batch.mask[self.observed]
+        missing = ~batch.mask[self.view]
         if missing.any():
             rows = torch.nonzero(missing).flatten()[:5].tolist()
             raise BatchError(
-                f"{type(self).__name__} infers z from {self.observed!r}, which samples {rows} lack; every row "
+                f"{type(self).__name__} infers z from {self.view!r}, which samples {rows} lack; every row "
                 f"needs it"
             )
 
     def encode(self, batch: Batch, modalities: list[str] | None = None) -> Normal:
         """q(z | x_observed); `modalities` must be None or [observed]."""
-        names = [self.observed] if modalities is None else self.check_names(modalities)
-        if names != [self.observed]:
+        names = [self.view] if modalities is None else self.check_names(modalities)
+        if names != [self.view]:
             raise BatchError(
-                f"{type(self).__name__} can condition on {self.observed!r} only (its one encoder), not on {names}"
+                f"{type(self).__name__} can condition on {self.view!r} only (its one encoder), not on {names}"
             )
         self.require_observed(batch)
-        return self.posterior(self.observed, batch.zero_missing().data[self.observed])
+        return self.posterior(self.view, batch.zero_missing().data[self.view])
 
     # ---- the latents; VCCA-private overrides these four --------------------------------
     def draws(self, batch: Batch, K: int) -> Draws:
         """K reparameterised draws of the latents for a batch with missing entries zeroed."""
-        q = self.posterior(self.observed, batch.data[self.observed])
+        q = self.posterior(self.view, batch.data[self.view])
         return Draws(q.rsample((K,)), q)
 
     def decoder_input(self, name: str, d: Draws) -> Tensor:
@@ -198,10 +203,26 @@ class VCCA(MultimodalVAE):
         batch = batch.zero_missing()
         return {n: self.generate_from(batch, n, mean, own_private=True) for n in self.names}
 
+    @torch.no_grad()
+    def picture_grids(self, batch: Batch, names: list[str], n: int) -> dict[str, list[Tensor]]:
+        """"joint" (prior draws) and "from-<observed view>" (its row above the generations);
+        no cross generation from the other views, which have no encoder."""
+        joint = self.sample(n, names)
+        grids = {"joint": [joint[k] for k in names]}
+        if self.view in names:
+            grids[f"from-{self.view}"] = [batch.data[self.view]] + [self.cross_generate(batch, self.view, t) for t in names]
+        return grids
+
+    def latent_kl_pairs(self, batch: Batch) -> dict[str, tuple[Distribution, Distribution, Tensor]]:
+        """q(z | x_observed) against p(z) on rows observing the view (CMMD Fig. 2's shared
+        inference distribution of VCCA)."""
+        return {f"q(z|{self.view}) || p(z)": (self.posterior(self.view, batch.data[self.view]), self.prior(),
+                                               batch.mask[self.view])}
+
     def generate_from(self, batch: Batch, target: str, mean: bool, own_private: bool) -> Tensor:
         """Decoder mean of `target` from z ~ q(z | x_observed) (`mean`: its mean); VCCA-private
         takes h_target from q(h_target | x_target) if `own_private`, else from its prior."""
-        q = self.posterior(self.observed, batch.data[self.observed])
+        q = self.posterior(self.view, batch.data[self.view])
         d = Draws(q.mean if mean else q.sample(), q)
         return self.likelihood(target, self.decoder_input(target, d)).mean
 
@@ -216,7 +237,8 @@ class VCCAPrivate(VCCA):
     """
 
     def __init__(
-        self, *args, observed: str | None = None, K: int = 1, dropout: float = 0.0, private_dim: int = 10, **kwargs
+        self, *args, observed: list[str] | None = None, K: int = 1, dropout: float = 0.0, private_dim: int = 10,
+        **kwargs
     ) -> None:
         super().__init__(*args, observed=observed, K=K, dropout=dropout, **kwargs)
         if private_dim < 1:
@@ -263,6 +285,15 @@ class VCCAPrivate(VCCA):
     def private_kl(self, batch: Batch, d: Draws) -> Tensor:
         return self.masked_sum(batch, {n: q.kl(self.private_prior(q.loc)).sum(-1) for n, q in d.q_h.items()})
 
+    def latent_kl_pairs(self, batch: Batch) -> dict[str, tuple[Distribution, Distribution, Tensor]]:
+        """VCCA's pair and each private posterior q(h_m | x_m) against p(h_m) on rows observing
+        m (CMMD Fig. 2's private inference distributions)."""
+        pairs = super().latent_kl_pairs(batch)
+        for m in self.names:
+            q = self.private_posterior(m, batch.data[m])
+            pairs[f"q(h|{m}) || p(h)"] = (q, self.private_prior(q.loc), batch.mask[m])
+        return pairs
+
     def likelihood(self, name: str, z: Tensor) -> Distribution:
         """p(x_m | z, h_m) for z (..., D) and h_m ~ p(h_m), or for z = [z, h_m] (..., D + D_h)."""
         if z.shape[-1] == self.latent_dim:
@@ -270,7 +301,7 @@ class VCCAPrivate(VCCA):
         return super().likelihood(name, z)
 
     def generate_from(self, batch: Batch, target: str, mean: bool, own_private: bool) -> Tensor:
-        q = self.posterior(self.observed, batch.data[self.observed])
+        q = self.posterior(self.view, batch.data[self.view])
         z = q.mean if mean else q.sample()
         if own_private:
             qh = self.private_posterior(target, batch.data[target])

@@ -10,5 +10,6 @@ from mmdgm.objectives.estimators import (
     iwae_stl,
     log_mean_exp,
 )
+from mmdgm.objectives.mmd import gaussian_kernel, mmd
 
-__all__ = ["ESTIMATORS", "cubo", "dreg", "dreg_mixture", "elbo", "iwae", "iwae_stl", "log_mean_exp"]
+__all__ = ["ESTIMATORS", "cubo", "dreg", "dreg_mixture", "elbo", "iwae", "iwae_stl", "log_mean_exp", "gaussian_kernel", "mmd"]

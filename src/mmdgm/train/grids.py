@@ -46,28 +46,23 @@ def image_modalities(model) -> list[str]:
 
 @torch.no_grad()
 def write_model_grids(model, batch, out_dir: Path, tag: str, n: int = 8) -> list[Path]:
-    """Joint samples, reconstructions and cross generations of the image modalities (none
-    without image modalities, e.g. feature vectors).
+    """The model's `picture_grids` of the image modalities (none without image
+    modalities, e.g. feature vectors), one PNG each, for up to `n` rows of `batch`: by
+    default joint samples and cross generations.
 
     Each joint-sample column shares one prior draw, so columns show (in)coherence;
     cross-generation grids show the source row above one generated row per target.
-    Uses a forked RNG so that drawing grids does not disturb training randomness. Models
-    without a generative process (`model.generative` false, e.g. DCCA) get none; cross
-    generations start only from the modalities the model can condition on.
+    Uses a forked RNG so that drawing grids does not disturb training randomness.
     """
     names = image_modalities(model)
-    if not names or not getattr(model, "generative", True):
+    if not names:
         return []
     out_dir = Path(out_dir)
     batch = batch.select(torch.arange(min(n, batch.size)))
     paths = []
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        joint = model.sample(n, names)
-        paths.append(out_dir / f"{tag}-joint.png")
-        save_grid([joint[k] for k in names], paths[-1])
-        for source in [n for n in names if n in getattr(model, "inference_modalities", names)]:
-            rows = [batch.data[source]] + [model.cross_generate(batch, source, t) for t in names]
-            paths.append(out_dir / f"{tag}-from-{source}.png")
+        for name, rows in model.picture_grids(batch, names, n).items():
+            paths.append(out_dir / f"{tag}-{name}.png")
             save_grid(rows, paths[-1])
     return paths
