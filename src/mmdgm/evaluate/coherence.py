@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from mmdgm.batch import Batch
 from mmdgm.evaluate.common import module_device, row_batches, seeded
 from mmdgm.evaluate.context import EvalContext
+from mmdgm.evaluate.latent import inference_modalities
 from mmdgm.evaluate.registry import METRICS
 from mmdgm.evaluate.text_classifier import NO_CLASS, DigitWordReader
 
@@ -125,10 +126,12 @@ def joint_coherence(ctx: EvalContext, n: int = 10000) -> dict:
 @METRICS.register("cross_coherence")
 def cross_coherence(ctx: EvalContext) -> dict:
     """Accuracy of target classifiers on cross generations vs the row label, for every
-    source -> target (MMVAE §4) and, for M > 2, every proper source subset -> target.
+    source -> target (MMVAE §4) and, for M > 2, every proper source subset -> target
+    (sources among the modalities the model can condition on, `inference_modalities`).
     Each key counts the test rows observing all its sources ("rows" gives the counts);
     "n" is the size of the test set."""
-    jobs = [(pair_key(s, t), s, t) for s, t in source_subsets(ctx.model.names)]
+    inferable = set(inference_modalities(ctx.model))
+    jobs = [(pair_key(s, t), s, t) for s, t in source_subsets(ctx.model.names) if inferable.issuperset(s)]
     accuracies, rows = generation_accuracy(ctx, jobs, "cross coherence")
     return {**accuracies, "rows": rows, "n": len(ctx.test_set)}
 

@@ -32,6 +32,11 @@ from mmdgm.evaluate.registry import METRICS
 from mmdgm.registry import nearest
 
 
+def inference_modalities(model) -> list[str]:
+    """The modalities `model.encode` may condition on (all, for models that do not say)."""
+    return list(getattr(model, "inference_modalities", model.names))
+
+
 def latent_codes(
     ctx: EvalContext, dataset: MultimodalDataset, rows: torch.Tensor, subsets: dict[str, list[str]], use_mean: bool, desc: str
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -111,14 +116,19 @@ def latent_accuracy(
     posteriors: list[str] | None = None,
 ) -> dict:
     """Test accuracy of a linear probe on latent codes of each single-modality posterior
-    and of the joint posterior ("joint"); see the module docstring for the protocol.
+    and of the joint posterior ("joint"), over the modalities the model can condition on
+    (`model.inference_modalities`; no "joint" when that is one); see the module docstring
+    for the protocol.
     `posteriors` restricts the scored ones (modality names and/or "joint"): MMALI's
     Table 1 probe of the 0-degree encoder on MultiMNIST is `posteriors=["rot0"]`."""
     check_probe_options("latent_accuracy", n_train, max_iter)
     names = ctx.model.names
     if "joint" in names:
         raise ValueError("latent_accuracy reports the joint posterior as 'joint'; a modality has that name")
-    everything = {**{m: [m] for m in names}, "joint": names}
+    inferable = inference_modalities(ctx.model)
+    everything = {m: [m] for m in inferable}
+    if len(inferable) > 1:
+        everything["joint"] = inferable
     subsets = {k: everything[k] for k in chosen("latent_accuracy", "posteriors", posteriors, list(everything))}
     train, test, n_rows, n_test = probe_codes(ctx, subsets, n_train, use_mean, "latent_accuracy")
     result = {key: probe_accuracy(train[key], test[key], max_iter) for key in subsets}
@@ -150,14 +160,15 @@ def latent_accuracy_split(
     ctx: EvalContext, n_train: int = 10000, use_mean: bool = False, max_iter: int = 1000,
     modalities: list[str] | None = None,
 ) -> dict:
-    """MMALI's Table 3: for each single-modality encoder (default: every modality), the
+    """MMALI's Table 3: for each single-modality encoder (default: every modality the model
+    can condition on), the
     test accuracy of the linear probe of `latent_accuracy` fitted on each part of z that
     the model declares in `model.latent_split` (e.g. "content", "style") and on the whole
     code ("both"); one fitted probe per (modality, part), the same codes for all parts.
     Keys: modality -> {part: accuracy, "both": accuracy}; "parts": part -> [start, stop]."""
     check_probe_options("latent_accuracy_split", n_train, max_iter)
     split = latent_split(ctx.model, "latent_accuracy_split")
-    names = chosen("latent_accuracy_split", "modalities", modalities, ctx.model.names)
+    names = chosen("latent_accuracy_split", "modalities", modalities, inference_modalities(ctx.model))
     subsets = {m: [m] for m in names}
     train, test, n_rows, n_test = probe_codes(ctx, subsets, n_train, use_mean, "latent_accuracy_split")
     parts = {**split, "both": slice(None)}
@@ -181,7 +192,8 @@ def downstream_classification(
     """CMMD's downstream protocol (§4.3.2): representations from the observed modalities
     only (the posterior mean given them), a multiclass logistic regression fitted on
     `n_train` random training representations, and its test error rate. `observed` names
-    one subset; by default every non-empty subset of the modalities is scored and their
+    one subset; by default every non-empty subset of the modalities the model can condition
+    on (`model.inference_modalities`) is scored and their
     mean error reported under "mean" (as the MNIST-SVHN-Text table averages its 7 subsets).
     Keys: "+"-joined subset names -> error rate."""
     if ctx.train_set is None:
@@ -194,7 +206,8 @@ def downstream_classification(
                              if unknown else "downstream_classification: observed names no modality")
         subsets = {"+".join(observed): list(observed)}
     else:
-        subsets = {"+".join(c): list(c) for r in range(1, len(names) + 1) for c in itertools.combinations(names, r)}
+        inferable = inference_modalities(ctx.model)
+        subsets = {"+".join(c): list(c) for r in range(1, len(inferable) + 1) for c in itertools.combinations(inferable, r)}
     g = torch.Generator().manual_seed(ctx.seed)
     train_rows = torch.randperm(len(ctx.train_set), generator=g)[:n_train]
     with seeded(ctx.seed, module_device(ctx.model)):

@@ -14,6 +14,7 @@ from torch import Tensor
 from mmdgm.distributions import Distribution, Laplace, Normal
 from mmdgm.evaluate.common import module_device, seeded, test_batches
 from mmdgm.evaluate.context import EvalContext
+from mmdgm.evaluate.latent import inference_modalities
 from mmdgm.evaluate.registry import METRICS
 from mmdgm.train.checkpoint import atomic_write_bytes
 from mmdgm.train.grids import image_modalities, save_grid
@@ -42,7 +43,8 @@ def traversal_latents(mu: Tensor, sigma0: Tensor, steps: int, span: float) -> Te
 @METRICS.register("latent_traversals")
 @torch.no_grad()
 def latent_traversals(ctx: EvalContext, examples: int = 2, steps: int = 11, span: float = 5.0) -> dict:
-    """MMVAE Fig. 5 (§4.2): encode `examples` test rows per source modality to the mean
+    """MMVAE Fig. 5 (§4.2): encode `examples` test rows per source modality (of those the
+    model can condition on) to the mean
     mu of q(z | x_m), move each dimension d over (mu_d - span sigma0_d, mu_d + span sigma0_d)
     in `steps` linear steps, sigma0 the standard deviation of the learnt prior (as in the
     official code), and decode every modality's mean.
@@ -60,7 +62,7 @@ def latent_traversals(ctx: EvalContext, examples: int = 2, steps: int = 11, span
     sigma0 = stddev(model.prior()).to(device)
     images = image_modalities(model)
     figures, sensitivity = [], {}
-    for source in model.names:
+    for source in inference_modalities(model):
         rows = torch.nonzero(ctx.test_set.mask[source]).flatten()[:examples]
         if rows.numel() == 0:
             raise ValueError(f"latent_traversals: no test row observes {source!r}")
@@ -101,9 +103,9 @@ def latent_kl(
     n: int | None = None,
     mc_samples: int = 100,
 ) -> dict:
-    """Per-dimension KL(q(z | x_m) || p(z)) of every unimodal posterior and symmetric
-    KL(q_m || q_n) + KL(q_n || q_m) of every pair, averaged over test rows observing the
-    modalities (MMVAE Fig. 5, lower panel), with a bar plot "latent-kl.png".
+    """Per-dimension KL(q(z | x_m) || p(z)) of every unimodal posterior (of the modalities
+    the model can condition on) and symmetric KL(q_m || q_n) + KL(q_n || q_m) of every
+    pair, averaged over test rows observing the modalities (MMVAE Fig. 5, lower panel), with a bar plot "latent-kl.png".
 
     Posterior collapse (Lucas et al. 2019, CMMD): dimension d is collapsed for modality m
     if KL_d(q(z | x_m) || p(z)) < `threshold` nats for at least `fraction` of the rows;
@@ -115,7 +117,7 @@ def latent_kl(
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     model = ctx.model
-    names = model.names
+    names = inference_modalities(model)
     pairs = list(itertools.combinations(names, 2))
     prior = model.prior()
     to_prior: dict[str, list[Tensor]] = {m: [] for m in names}

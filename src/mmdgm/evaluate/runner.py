@@ -29,7 +29,7 @@ DEFAULT_METRICS = (
     "latent_kl",
 )
 NEEDS_CLASSIFIERS = {"joint_coherence", "cross_coherence", "synergy_coherence", "generation_diversity"}
-NEEDS_TRAIN_SET = {"latent_accuracy", "latent_accuracy_split", "downstream_classification"}
+NEEDS_TRAIN_SET = {"latent_accuracy", "latent_accuracy_split", "downstream_classification", "observed_only_classifier"}
 
 
 def read_eval(run_dir: Path) -> dict[str, Any]:

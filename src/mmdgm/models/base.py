@@ -90,9 +90,14 @@ class MultimodalVAE(nn.Module):
 
     A subclass with `modality_networks = False` builds its own networks and prior (CMMD's
     networks over concatenated modalities) and overrides the verbs that use them.
+
+    `generative` says whether the model has a generative process (sample, decode, cross
+    generation, likelihoods); `inference_modalities` names the modalities `encode` can
+    condition on (all of them unless a model infers its latent from fewer, as VCCA does).
     """
 
     modality_networks: bool = True
+    generative: bool = True
 
     def __init__(
         self,
@@ -132,6 +137,11 @@ class MultimodalVAE(nn.Module):
     @property
     def names(self) -> list[str]:
         return list(self.modalities)
+
+    @property
+    def inference_modalities(self) -> list[str]:
+        """The modalities `encode` may condition on (every subset of them)."""
+        return self.names
 
     def check_names(self, names: list[str] | None) -> list[str]:
         """Validate a list of modality names (None means all)."""
