@@ -300,6 +300,11 @@ class CMMD(MultimodalVAE):
                 out[name] = Normal(loc.reshape(shape), self.scale_fn(raw).reshape(shape))
         return out
 
+    @property
+    def inference_modalities(self) -> list[str]:
+        """The observed modalities; `encode` takes them all together, not a subset."""
+        return list(self.observed)
+
     def encode(self, batch: Batch, modalities: list[str] | None = None) -> Normal:
         """The conditional prior p(z | x_observed): CMMD's representation at test time.
         `modalities` (None: the observed ones) must name exactly the observed modalities."""
