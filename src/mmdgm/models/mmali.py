@@ -272,7 +272,7 @@ class MMALI(MultimodalVAE):
             )
         loss = sum(terms.values())
         families = {f: sum(v for k, v in terms.items() if k.startswith(f)) for f in ("pair", "content", "dependence", "joint")}
-        metrics = {"loss": float(loss.detach()), **{f: float(v) for f, v in families.items() if torch.is_tensor(v)}}
+        metrics = {"loss": float(loss.detach()), **{f: float(v.detach()) for f, v in families.items() if torch.is_tensor(v)}}
         return ModelOutput(loss, metrics)
 
     def negative_rows(self, n: int, device: torch.device) -> dict[str, Tensor]:
