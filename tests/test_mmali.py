@@ -145,7 +145,7 @@ def tagged_model(M: int, discriminator: str = "factorized", k: float = K, swap: 
     def pair_rule(m):
         def rule(xs, z):
             classes = []
-            for x, src in zip(xs[0][:, 0], source(z[:, C], names)):
+            for x, src in zip(xs[0][:, 0].detach(), source(z[:, C], names)):
                 others = [n for n in names if n != m]  # classes: own 0, decoder 1, others 2..
                 label = 1 if float(x) == FAKE else 0 if src == m else 2 + others.index(src)
                 if swap and label in (0, 2):
@@ -163,7 +163,7 @@ def tagged_model(M: int, discriminator: str = "factorized", k: float = K, swap: 
 
     def joint_rule(xs, z):
         srcs = source(z[:, -(model.latent_dim - model.style_dim):], names)
-        return onehot([M if float(x) == FAKE else names.index(s) for x, s in zip(xs[0][:, 0], srcs)], M + 1, k)
+        return onehot([M if float(x) == FAKE else names.index(s) for x, s in zip(xs[0][:, 0].detach(), srcs)], M + 1, k)
 
     if discriminator == "factorized":
         for n in names:
