@@ -283,8 +283,24 @@ class Trainer:
         """The weights evaluation uses: the EMA's where there is one, else the raw ones."""
         return self.ema.averaged_state_dict() if self.ema is not None else self.model.state_dict()
 
+    @contextlib.contextmanager
+    def only(self, group: str):
+        """The other groups' parameters frozen (no gradient is computed for them)."""
+        others = [p for name, params in self.groups.items() if name != group for p in params]
+        for p in others:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in others:
+                p.requires_grad_(True)
+
     def update(self, batch, group: str) -> dict[str, float]:
         """One update of parameter group `group`; a non-finite loss or gradient stops training."""
+        with self.only(group):
+            return self.checked_update(batch, group)
+
+    def checked_update(self, batch, group: str) -> dict[str, float]:
         out = self.model.training_step(batch, group)
         where = f"at step {self.position.global_step} (epoch {self.position.epoch})"
         name = "loss" if len(self.optimizers) == 1 else f"{group} loss"
