@@ -222,6 +222,7 @@ ADVERSARIAL = [
     "train.grid_size=2",
     "train.ema.start_step=4",
     "train.ema.decay=0.9",
+    "train.final_metrics=[]",
 ]
 
 
