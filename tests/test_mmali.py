@@ -293,19 +293,20 @@ def test_discriminator_step_trains_only_the_terms_a_row_allows():
             assert torch.count_nonzero(v) == 0, k  # generator outputs are detached in the D step
 
 
-def test_three_modalities_train_and_respect_partial_observation():
-    model = tiny(["a", "b", "c"]).eval()
+@pytest.mark.parametrize("M", [3, 4])
+def test_more_modalities_train_and_respect_partial_observation(M):
+    names = ["a", "b", "c", "d"][:M]
+    model = tiny(names, dims=(5, 3, 4, 2)).eval()
     batch = random_batch(model)
     for group in ("discriminator", "generator"):
         model.zero_grad()
         out = model.training_step(batch, group)
         out.loss.backward()
         assert torch.isfinite(out.loss)
-    assert model.discriminators["pair"]["c"](
-        [batch.data["c"]], torch.zeros(6, 4)).shape == (6, 4)
-    c_mask = torch.tensor([True, True, False, True, True, True])
+    assert model.discriminators["pair"]["c"]([batch.data["c"]], torch.zeros(6, 4)).shape == (6, M + 1)
+    others = {n: torch.tensor([True, True, False, True, True, True]).roll(i) for i, n in enumerate(names[2:])}
     check_missing_modality_is_never_read(
-        model, batch, other_masks={"c": c_mask},
+        model, batch, other_masks=others,
         silent=("discriminators.pair.b.", "discriminators.content.b.", "discriminators.dependence."),
     )
 
