@@ -52,6 +52,11 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask, values, torch.zeros_like(values)).sum() / mask.sum().clamp(min=1)
 
 
+def cross_entropy(logits: Tensor, label: int) -> Tensor:
+    """Per-row cross-entropy of a classifier's logits (B, K) for tuples of class `label`."""
+    return F.cross_entropy(logits, torch.full(logits.shape[:1], label, device=logits.device), reduction="none")
+
+
 def logistic(real: Tensor, fake: Tensor, real_mask: Tensor, fake_mask: Tensor) -> Tensor:
     """Binary logistic loss of a critic: softplus(-real) on positives, softplus(fake) on negatives."""
     return masked_mean(F.softplus(-real), real_mask) + masked_mean(F.softplus(fake), fake_mask)
@@ -135,7 +140,8 @@ class MMALI(MultimodalVAE):
         if self.prior_theta.requires_grad:
             raise ValueError("MMALI's prior is the fixed N(0, I): set model.learn_prior: false")
         if discriminator not in DISCRIMINATORS:
-            raise ValueError(f"unknown discriminator {discriminator!r}{nearest(discriminator, list(DISCRIMINATORS))}; known: {DISCRIMINATORS}")
+            hint = nearest(discriminator, list(DISCRIMINATORS))
+            raise ValueError(f"unknown discriminator {discriminator!r}{hint}; known: {DISCRIMINATORS}")
         if not 0 <= style_dim < self.latent_dim:
             raise ValueError(f"style_dim must be in [0, latent_dim) = [0, {self.latent_dim}), got {style_dim}")
         for name, value in (("unimodal_weight", unimodal_weight), ("x_rec", x_rec), ("s_rec", s_rec), ("c_rec", c_rec)):
@@ -158,9 +164,12 @@ class MMALI(MultimodalVAE):
         size = {"features": disc_features, "hidden": disc_hidden, "x_hidden": disc_x_hidden}
         M, D = len(self.names), self.latent_dim
         if discriminator == "factorized":
+            def per_modality(out: int) -> nn.ModuleDict:
+                return nn.ModuleDict({n: XZDiscriminator([shapes[n]], D, out, [kinds[n]], **size) for n in self.names})
+
             self.discriminators = nn.ModuleDict({
-                "pair": nn.ModuleDict({n: XZDiscriminator([shapes[n]], D, M + 1, [kinds[n]], **size) for n in self.names}),
-                "content": nn.ModuleDict({n: XZDiscriminator([shapes[n]], D, 1, [kinds[n]], **size) for n in self.names}),
+                "pair": per_modality(M + 1),
+                "content": per_modality(1),
                 "dependence": DotProductCritic(list(shapes.values()), list(kinds.values()), disc_features, disc_x_hidden),
             })
         else:
@@ -241,39 +250,39 @@ class MMALI(MultimodalVAE):
         n = batch.size
         terms: dict[str, Tensor] = {}
         if self.mode == "joint":
-            logits = [self.discriminators["joint"]([x[m] for m in self.names], self.joint_latent(z, self.split(z[i])[1]))
-                      for i in self.names]
-            logits.append(self.discriminators["joint"]([x_gen[m] for m in self.names],
-                                                       self.joint_latent(z_prior, g["content"])))
-            terms["joint"] = sum(
-                masked_mean(F.cross_entropy(l, torch.full((n,), k, device=l.device), reduction="none"), complete)
-                for k, l in enumerate(logits)
-            )
+            logits = self.joint_variant_logits(x, g)
+            terms["joint"] = sum(masked_mean(cross_entropy(l, k), complete) for k, l in enumerate(logits))
         else:
             d = self.discriminators
             for m in self.names:
+                s, c = self.split(z[m])
                 for i in self.names:
-                    valid = obs[m] & obs[i]
-                    zc = torch.cat([self.split(z[m])[0], self.split(z[i])[1]], -1)
-                    logits = d["pair"][m]([x[m]], zc)
-                    label = torch.full((n,), self.pair_label(m, i), device=logits.device)
-                    terms[f"pair_{m}_{i}"] = masked_mean(F.cross_entropy(logits, label, reduction="none"), valid)
+                    logits = d["pair"][m]([x[m]], torch.cat([s, self.split(z[i])[1]], -1))
+                    terms[f"pair_{m}_{i}"] = masked_mean(cross_entropy(logits, self.pair_label(m, i)), obs[m] & obs[i])
                 logits = d["pair"][m]([x_gen[m]], z_prior[m])
-                terms[f"pair_{m}_p"] = masked_mean(F.cross_entropy(logits, torch.ones(n, dtype=torch.long, device=logits.device), reduction="none"), obs[m])
-                s, _ = self.split(z[m])
-                shuffled_c = torch.cat([s, torch.randn_like(self.split(z[m])[1])], -1)
-                terms[f"content_{m}"] = logistic(d["content"][m]([x[m]], z[m])[:, 0],
-                                                 d["content"][m]([x[m]], shuffled_c)[:, 0], obs[m], obs[m])
+                terms[f"pair_{m}_p"] = masked_mean(cross_entropy(logits, 1), obs[m])
+                real = d["content"][m]([x[m]], z[m])[:, 0]
+                fake = d["content"][m]([x[m]], torch.cat([s, torch.randn_like(c)], -1))[:, 0]
+                terms[f"content_{m}"] = logistic(real, fake, obs[m], obs[m])
             rows = self.negative_rows(n, complete.device)
             negative_ok = torch.stack([obs[m][rows[m]] for m in self.names]).all(0) & (n > len(self.names))
-            terms["dependence"] = logistic(
-                d["dependence"]([x[m] for m in self.names]), d["dependence"]([x[m][rows[m]] for m in self.names]),
-                complete, negative_ok,
-            )
+            real = d["dependence"]([x[m] for m in self.names])
+            fake = d["dependence"]([x[m][rows[m]] for m in self.names])
+            terms["dependence"] = logistic(real, fake, complete, negative_ok)
         loss = sum(terms.values())
-        families = {f: sum(v for k, v in terms.items() if k.startswith(f)) for f in ("pair", "content", "dependence", "joint")}
-        metrics = {"loss": float(loss.detach()), **{f: float(v.detach()) for f, v in families.items() if torch.is_tensor(v)}}
+        metrics = {"loss": float(loss.detach())}
+        for family in ("pair", "content", "dependence", "joint"):
+            parts = [v for k, v in terms.items() if k.startswith(family)]
+            if parts:
+                metrics[family] = float(sum(parts).detach())
         return ModelOutput(loss, metrics)
+
+    def joint_variant_logits(self, x: dict[str, Tensor], g: dict[str, object]) -> list[Tensor]:
+        """The joint discriminator's logits of the M encoder tuples and the decoder tuple."""
+        z, xs = g["z"], [x[m] for m in self.names]
+        D = self.discriminators["joint"]
+        logits = [D(xs, self.joint_latent(z, self.split(z[i])[1])) for i in self.names]
+        return logits + [D([g["x_gen"][m] for m in self.names], self.joint_latent(g["z_prior"], g["content"]))]
 
     def negative_rows(self, n: int, device: torch.device) -> dict[str, Tensor]:
         """Rows of the critic's negative tuples: modality k of row r comes from row
@@ -293,10 +302,7 @@ class MMALI(MultimodalVAE):
         M = len(self.names)
         weight = 2.0 / (M + 1)
         if self.mode == "joint":
-            logits = [self.discriminators["joint"]([x[m] for m in self.names], self.joint_latent(z, self.split(z[i])[1]))
-                      for i in self.names]
-            logits.append(self.discriminators["joint"]([x_gen[m] for m in self.names],
-                                                       self.joint_latent(z_prior, g["content"])))
+            logits = self.joint_variant_logits(x, g)
             joint = sum(weight * masked_mean(non_saturating(l, k), complete) for k, l in enumerate(logits))
             return {"adv_joint": joint}
         critic = self.discriminators["dependence"]
@@ -330,7 +336,8 @@ class MMALI(MultimodalVAE):
                 for part, idx in (("s", self.latent_split["style"]), ("c", self.latent_split["content"])):
                     if self.rec_weights[part] > 0:
                         err = (back[:, idx] - g["z_prior"][m][:, idx]).square().mean(-1)
-                        terms[f"rec_{part}"] = terms.get(f"rec_{part}", 0) + self.rec_weights[part] * masked_mean(err, obs[m])
+                        term = self.rec_weights[part] * masked_mean(err, obs[m])
+                        terms[f"rec_{part}"] = terms.get(f"rec_{part}", 0) + term
         return terms
 
     def forward(self, batch: Batch) -> ModelOutput:
