@@ -301,6 +301,7 @@ class Trainer:
             return self.checked_update(batch, group)
 
     def checked_update(self, batch, group: str) -> dict[str, float]:
+        """Loss, finiteness checks, backward, clipping and the group's optimiser step."""
         out = self.model.training_step(batch, group)
         where = f"at step {self.position.global_step} (epoch {self.position.epoch})"
         name = "loss" if len(self.optimizers) == 1 else f"{group} loss"
@@ -342,6 +343,7 @@ class Trainer:
             return self.test_metrics()
 
     def test_metrics(self) -> dict[str, float]:
+        """Mean metrics of the model as it is (see `evaluate`)."""
         self.model.eval()
         bs = self.cfg.batch_size
         totals: dict[str, float] = {}
