@@ -88,10 +88,9 @@ class MMALI(MultimodalVAE):
         (x_m, E_m(x_m)), class 1 the decoder pair (G_m(z), z), class 1+k the cross pair
         (x_m, [s_m, c_j]) with the content of the k-th other modality j;
         a_m = logit[0] - logit[1] estimates log q(x_m, s_m, c) / p(x_m, s_m, c).
-      D_m[1] ("content"): binary, (x_m, E_m(x_m)) against (x_m, [s_m, c ~ p(c)]); its logit
-        b_m estimates log q(x_m, s_m, c) / (q(x_m, s_m) p(c)). (The authors shuffle
-        (x_m, s_m) jointly within the batch first; with c drawn independently this changes
-        nothing in distribution, so we do not.)
+      D_m[1] ("content"): binary, (x_m, E_m(x_m)) against (x_m', [s_m', c ~ p(c)]) with
+        (x_m', s_m') a row of the batch shuffled jointly; its logit b_m estimates
+        log q(x_m, s_m, c) / (q(x_m, s_m) p(c)).
       T ("dependence"): t = sum_{i<j} <f_i(x_i), f_j(x_j)> estimates log q(X) / prod q(x_m):
         real tuples against in-batch tuples with each modality from another row (`negative_rows`).
     All discriminators are spectrally normalised and trained with cross-entropy / the
@@ -262,8 +261,9 @@ class MMALI(MultimodalVAE):
                 logits = d["pair"][m]([x_gen[m]], z_prior[m])
                 terms[f"pair_{m}_p"] = masked_mean(cross_entropy(logits, 1), obs[m])
                 real = d["content"][m]([x[m]], z[m])[:, 0]
-                fake = d["content"][m]([x[m]], torch.cat([s, torch.randn_like(c)], -1))[:, 0]
-                terms[f"content_{m}"] = logistic(real, fake, obs[m], obs[m])
+                perm = torch.randperm(n, device=s.device)
+                fake = d["content"][m]([x[m][perm]], torch.cat([s[perm], torch.randn_like(c)], -1))[:, 0]
+                terms[f"content_{m}"] = logistic(real, fake, obs[m], obs[m][perm])
             rows = self.negative_rows(n, complete.device)
             negative_ok = torch.stack([obs[m][rows[m]] for m in self.names]).all(0) & (n > len(self.names))
             real = d["dependence"]([x[m] for m in self.names])
