@@ -120,7 +120,9 @@ def snapshot_weights(run_dir: Path, step: int) -> Path:
 
 def load_run(run_dir: Path, snapshot: int | None = None) -> tuple[Config, MultimodalVAE, MultimodalDataset]:
     """The trained model of a run (final weights, else the latest checkpoint; or the weights
-    of snapshot step `snapshot`) and its test set."""
+    of snapshot step `snapshot`) and its test set. With `train.ema` the weights are the
+    moving averages: model.pt and snapshots hold them, and a checkpoint's are laid over its
+    raw weights."""
     config = read_run_config(run_dir)
     test_set = load_dataset(config, "test")
     model = build_model(config.model, test_set.shapes)
@@ -130,7 +132,8 @@ def load_run(run_dir: Path, snapshot: int | None = None) -> tuple[Config, Multim
     elif final.exists():
         state = load_checkpoint(final)
     else:
-        state = load_checkpoint(Path(run_dir) / CHECKPOINT)["model"]
+        checkpoint = load_checkpoint(Path(run_dir) / CHECKPOINT)
+        state = {**checkpoint["model"], **(checkpoint.get("ema") or {})}
     model.load_state_dict(state)
     model.eval()
     return config, model, test_set

@@ -2,6 +2,9 @@
 
 A training checkpoint is a dict of tensors and plain values marked with `FORMAT` and
 `VERSION`; it carries the run's config so that a checkpoint from another run is refused.
+Version 3 holds one optimiser state per parameter group ("optimizers") and the EMA state
+("ema", None without one); version 2 (one "optimizer", no EMA) is still read, as the
+single group "model".
 """
 
 from __future__ import annotations
@@ -16,10 +19,9 @@ import torch
 from mmdgm.config import Config, ConfigError, build, to_dict
 
 FORMAT = "mmdgm-training-checkpoint"
-VERSION = 2
-TRAINING_KEYS = (
-    "config", "model", "optimizer", "rng", "epoch", "step", "global_step", "log_window", "log_bytes",
-)
+VERSION = 3
+COMMON_KEYS = ("config", "model", "rng", "epoch", "step", "global_step", "log_window", "log_bytes")
+TRAINING_KEYS = {2: (*COMMON_KEYS, "optimizer"), 3: (*COMMON_KEYS, "optimizers", "ema")}
 
 
 class CheckpointError(ValueError):
@@ -96,11 +98,12 @@ def load_training_checkpoint(path: Path, config: dict) -> dict[str, Any]:
         weights = isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())
         what = "bare model weights (like model.pt)" if weights else f"a {type(state).__name__} without the format mark"
         raise CheckpointError(f"{path} is not a mmdgm training checkpoint: it holds {what}")
-    if state.get("version") != VERSION:
+    version = state.get("version")
+    if version not in TRAINING_KEYS:
         raise CheckpointError(
-            f"{path} has checkpoint version {state.get('version')!r}; this mmdgm reads version {VERSION} only"
+            f"{path} has checkpoint version {version!r}; this mmdgm reads versions {sorted(TRAINING_KEYS)}"
         )
-    missing = [k for k in TRAINING_KEYS if k not in state]
+    missing = [k for k in TRAINING_KEYS[version] if k not in state]
     if missing:
         raise CheckpointError(f"{path} is incomplete: it lacks {missing}")
     differences = config_differences(with_defaults(state["config"]), config)
@@ -110,4 +113,6 @@ def load_training_checkpoint(path: Path, config: dict) -> dict[str, Any]:
             f"{path} was written by a run with another config than this run's config.yaml "
             f"(checkpoint != run): {shown}"
         )
+    if version == 2:
+        state = {**state, "optimizers": {"model": state.pop("optimizer")}, "ema": None}
     return state

@@ -1,7 +1,9 @@
-"""The trainer: Adam, seeded data order, progress, metrics, grids and exact resume."""
+"""The trainer: Adam per parameter group, seeded data order, progress, metrics, grids,
+weight averaging and exact resume."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -13,7 +15,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from mmdgm.config import Config, TrainConfig, to_dict
+from mmdgm.config import Config, ConfigError, TrainConfig, to_dict
 from mmdgm.data import MultimodalDataset
 from mmdgm.models.base import MultimodalVAE
 from mmdgm.seeds import derived_seed
@@ -25,6 +27,7 @@ from mmdgm.train.checkpoint import (
     load_training_checkpoint,
     save_checkpoint,
 )
+from mmdgm.train.ema import EMA
 from mmdgm.train.grids import write_model_grids
 
 log = logging.getLogger("mmdgm.train")
@@ -114,15 +117,54 @@ def truncate_logs(run_dir: Path, sizes: dict[str, int]) -> None:
                 f.truncate(size)
 
 
+def make_optimizers(model: MultimodalVAE, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+    """One Adam per `model.parameter_groups()` group, with `cfg.optimizers[group]` over the
+    defaults (train.lr, train.amsgrad, betas (0.9, 0.999))."""
+    groups = model.parameter_groups()
+    unknown = sorted(set(cfg.optimizers) - set(groups))
+    if unknown:
+        raise ConfigError(f"train.optimizers names groups {unknown} the model does not have; its groups: {sorted(groups)}")
+    scheduled = [g for g, _ in model.schedule()]
+    if sorted(set(scheduled)) != sorted(groups):
+        raise ValueError(f"the model's schedule {scheduled} must update exactly its parameter groups {sorted(groups)}")
+    optimizers = {}
+    for name, params in groups.items():
+        o = cfg.optimizers.get(name)
+        lr = o.lr if o is not None and o.lr is not None else cfg.lr
+        amsgrad = o.amsgrad if o is not None and o.amsgrad is not None else cfg.amsgrad
+        betas = tuple(o.betas) if o is not None else (0.9, 0.999)
+        optimizers[name] = torch.optim.Adam(params, lr=lr, betas=betas, amsgrad=amsgrad)
+    return optimizers
+
+
+def make_ema(model: MultimodalVAE, cfg: TrainConfig) -> EMA | None:
+    """The moving average of `cfg.ema.params` (a parameter group), or None without `train.ema`."""
+    if cfg.ema is None:
+        return None
+    groups = model.parameter_groups()
+    if cfg.ema.params not in groups:
+        raise ConfigError(f"train.ema.params is {cfg.ema.params!r}, not one of the model's groups {sorted(groups)}")
+    members = {id(p) for p in groups[cfg.ema.params]}
+    names = [n for n, p in model.named_parameters() if id(p) in members]
+    return EMA(model, names, cfg.ema.decay, cfg.ema.start_step)
+
+
 class Trainer:
     """Trains `model` on `train_set`, writing everything into `run_dir`.
+
+    Each step takes one batch and runs the model's `schedule()`: for each (group, n), n
+    updates of that parameter group by its own Adam on `training_step(batch, group)` (a VAE
+    has one group, "model"; an adversarial model e.g. ("discriminator", 1), ("generator", 1)).
+    With `train.ema`, a moving average of one group's weights is kept; test metrics, grids,
+    model.pt and snapshots use the averaged weights.
 
     The run directory holds config.yaml, data.json (dataset sizes, observed counts and
     partial-observation protocol), metrics.jsonl (one JSON object per line, a pure function
     of the config), timing.jsonl (wall-clock seconds per epoch), checkpoint.pt (model,
     optimiser, RNG states, data position, the partial logging window and the logs' sizes;
     replaced atomically), model.pt (final weights), grids/*.png and, for each of
-    `train.snapshot_steps`, snapshots/step{N}/model.pt (the weights after global step N). A fresh run refuses a
+    `train.snapshot_steps`, snapshots/step{N}/model.pt (the weights after global step N); the
+    checkpoint also holds every optimiser's state and the EMA. A fresh run refuses a
     directory that already holds a run; `resume()` continues one exactly where its
     checkpoint left it, so that an interrupted and resumed run ends bit-identical to an
     uninterrupted one (parameters and metrics.jsonl). The model must come freshly
@@ -143,9 +185,9 @@ class Trainer:
         self.config = config
         self.cfg: TrainConfig = config.train
         self.run_dir = Path(run_dir)
-        self.optimizer = torch.optim.Adam(
-            [p for p in model.parameters() if p.requires_grad], lr=self.cfg.lr, amsgrad=self.cfg.amsgrad
-        )
+        self.optimizers = make_optimizers(model, self.cfg)
+        self.groups = model.parameter_groups()
+        self.ema = make_ema(model, self.cfg)
         self.position = Position()
         self.window: dict[str, float] = {}
         self.writer = None
@@ -185,7 +227,14 @@ class Trainer:
         state = load_training_checkpoint(path, to_dict(self.config))
         try:
             self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            if state["optimizers"].keys() != self.optimizers.keys():
+                raise KeyError(f"optimisers {sorted(state['optimizers'])} != the model's groups {sorted(self.optimizers)}")
+            for name, optimizer in self.optimizers.items():
+                optimizer.load_state_dict(state["optimizers"][name])
+            if (state["ema"] is None) != (self.ema is None):
+                raise KeyError("one of checkpoint and run has an EMA and the other has none")
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise CheckpointError(f"{path} does not fit this run's model or optimiser: {e}") from e
         truncate_logs(self.run_dir, state["log_bytes"])
@@ -203,7 +252,8 @@ class Trainer:
                 "version": VERSION,
                 "config": to_dict(self.config),
                 "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
+                "optimizers": {name: o.state_dict() for name, o in self.optimizers.items()},
+                "ema": self.ema.state_dict() if self.ema is not None else None,
                 "rng": rng_state(),
                 "epoch": p.epoch,
                 "step": p.step,
@@ -229,29 +279,71 @@ class Trainer:
             return f"the last good checkpoint in {self.run_dir} is kept"
         return f"no checkpoint had been written yet in {self.run_dir}"
 
-    def train_step(self, rows: torch.Tensor) -> dict[str, float]:
-        self.model.train()
-        out = self.model(self.train_set.batch(rows))
+    def eval_state(self) -> dict[str, torch.Tensor]:
+        """The weights evaluation uses: the EMA's where there is one, else the raw ones."""
+        return self.ema.averaged_state_dict() if self.ema is not None else self.model.state_dict()
+
+    @contextlib.contextmanager
+    def only(self, group: str):
+        """The other groups' parameters frozen (no gradient is computed for them)."""
+        others = [p for name, params in self.groups.items() if name != group for p in params]
+        for p in others:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in others:
+                p.requires_grad_(True)
+
+    def update(self, batch, group: str) -> dict[str, float]:
+        """One update of parameter group `group`; a non-finite loss or gradient stops training."""
+        with self.only(group):
+            return self.checked_update(batch, group)
+
+    def checked_update(self, batch, group: str) -> dict[str, float]:
+        """Loss, finiteness checks, backward, clipping and the group's optimiser step."""
+        out = self.model.training_step(batch, group)
+        where = f"at step {self.position.global_step} (epoch {self.position.epoch})"
+        name = "loss" if len(self.optimizers) == 1 else f"{group} loss"
         if not torch.isfinite(out.loss):
-            raise TrainingDiverged(
-                f"loss is {out.loss.item()} at step {self.position.global_step} (epoch {self.position.epoch}); "
-                f"training stopped; {self.kept()}"
-            )
-        self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingDiverged(f"{name} is {out.loss.item()} {where}; training stopped; {self.kept()}")
+        self.model.zero_grad(set_to_none=True)
         out.loss.backward()
         clip = self.cfg.grad_clip if self.cfg.grad_clip is not None else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        norm = torch.nn.utils.clip_grad_norm_(self.groups[group], clip)
         if not torch.isfinite(norm):
-            raise TrainingDiverged(
-                f"gradient norm is {float(norm)} at step {self.position.global_step}; training stopped, "
-                f"{self.kept()}"
-            )
-        self.optimizer.step()
+            raise TrainingDiverged(f"{name}'s gradient norm is {float(norm)} {where}; training stopped, {self.kept()}")
+        self.optimizers[group].step()
         return {**out.metrics, "grad_norm": float(norm)}
+
+    def train_step(self, rows: torch.Tensor) -> dict[str, float]:
+        """The model's schedule on one batch; metrics of several groups are prefixed `<group>_`
+        (averaged over a group's updates)."""
+        self.model.train()
+        batch = self.train_set.batch(rows)
+        schedule = self.model.schedule()
+        metrics: dict[str, float] = {}
+        for group, n in schedule:
+            for _ in range(n):
+                prefix = "" if len(schedule) == 1 else f"{group}_"
+                for k, v in self.update(batch, group).items():
+                    metrics[prefix + k] = metrics.get(prefix + k, 0.0) + v / n
+        if self.ema is not None:
+            self.ema.update(self.position.global_step + 1)
+        return metrics
+
+    def averaged(self):
+        """A context in which the model holds the weights evaluation uses."""
+        return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Mean metrics over the first `eval_batches` test batches (forked RNG)."""
+        with self.averaged():
+            return self.test_metrics()
+
+    def test_metrics(self) -> dict[str, float]:
+        """Mean metrics of the model as it is (see `evaluate`)."""
         self.model.eval()
         bs = self.cfg.batch_size
         totals: dict[str, float] = {}
@@ -288,9 +380,9 @@ class Trainer:
                 for k, v in metrics.items():
                     self.window[k] = self.window.get(k, 0.0) + v
                 bar.update(1)
-                bar.set_postfix(loss=f"{metrics['loss']:.1f}")
+                bar.set_postfix({k: f"{v:.1f}" for k, v in metrics.items() if k == "loss" or k.endswith("_loss")})
                 if p.global_step in self.cfg.snapshot_steps:
-                    save_checkpoint(snapshot_dir(self.run_dir, p.global_step) / FINAL, self.model.state_dict())
+                    save_checkpoint(snapshot_dir(self.run_dir, p.global_step) / FINAL, self.eval_state())
                 if p.global_step % self.cfg.log_every == 0:
                     count = self.cfg.log_every
                     self.log_metrics("train", {k: v / count for k, v in self.window.items()})
@@ -305,11 +397,12 @@ class Trainer:
             self.log_metrics("test", test)
             self.append(TIMING, {"step": p.global_step, "epoch": p.epoch, "seconds": time.time() - start})
             log.info("epoch %d: %s", p.epoch + 1, json.dumps({k: round(v, 3) for k, v in test.items()}))
-            write_model_grids(self.model, self.grid_batch(), self.run_dir / "grids", f"epoch{p.epoch + 1:03d}")
+            with self.averaged():
+                write_model_grids(self.model, self.grid_batch(), self.run_dir / "grids", f"epoch{p.epoch + 1:03d}")
             p.epoch += 1
             p.step = 0
             self.checkpoint()
-        save_checkpoint(self.run_dir / FINAL, self.model.state_dict())
+        save_checkpoint(self.run_dir / FINAL, self.eval_state())
         if self.writer is not None:
             self.writer.close()
         return self.run_dir
