@@ -40,13 +40,17 @@ def check_matrix(X: object, name: str, ndim: int | None = 2) -> np.ndarray:
 
 
 def _inverse_sqrt(S: np.ndarray, ridge: float, name: str) -> np.ndarray:
-    """(S + ridge * mean eigenvalue * I)^(-1/2) of a covariance S, by eigendecomposition."""
+    """(S + ridge * mean eigenvalue * I)^(-1/2) of a covariance S, by eigendecomposition; directions
+    of numerically zero variance (eigenvalue <= d * machine epsilon * the largest) are dropped,
+    as in a pseudo-inverse."""
     lam, Q = np.linalg.eigh(S)
     lam = np.clip(lam, 0.0, None)
-    scale = lam.mean()
-    if not scale > 0:
+    if not lam.max() > 0:
         raise ValueError(f"CCA: the {name} features have zero variance")
-    return (Q / np.sqrt(lam + ridge * scale)) @ Q.T
+    kept = lam > len(lam) * np.finfo(np.float64).eps * lam.max()
+    inv = np.zeros_like(lam)
+    inv[kept] = 1.0 / np.sqrt(lam[kept] + ridge * lam.mean())
+    return (Q * inv) @ Q.T
 
 
 class CCA:
@@ -55,8 +59,9 @@ class CCA:
     With covariances S11, S22, S12 of the centred training views (1/(N-1)), the SVD
     K1 S12 K2 = U diag(rho) V^T, K_n = (S_nn + r I)^(-1/2), gives the canonical correlations rho
     and projections W1 = K1 U[:, :k], W2 = K2 V[:, :k], so that W_n^T S_nn W_n = I ("unit-variance"
-    canonical variates). The ridge r is `ridge` times the mean variance of the view; it only
-    matters for (near-)singular covariances, e.g. sentence embeddings after PC removal.
+    canonical variates). The ridge r is `ridge` times the mean variance of the view (it shrinks
+    the correlations by about r / (smallest variance) / 2); directions without training variance,
+    e.g. the removed principal component of the sentence embeddings, are left out.
     `scaling="mmvae-code"` rescales each column pair [w1; w2] to unit Euclidean norm, as
     scipy.linalg.eig returns the generalised eigenvectors in the authors' `cca`; the cosine
     score depends on this per-component scale (it weights the k components differently).
