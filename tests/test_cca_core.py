@@ -278,6 +278,10 @@ def test_clear_errors() -> None:
         CCA(k=2).fit(X, Y).project(Y, Y)
     with pytest.raises(ValueError, match="backend"):
         CCAEvaluator(backend="word2vec")
+    with pytest.raises(ValueError, match="window must be a positive integer"):
+        CCAEvaluator(window=0)
+    with pytest.raises(ValueError, match="pca_components"):
+        CCAEvaluator(pca_components=0)
     with pytest.raises(TypeError, match="list of words"):
         train_word_vectors(["a sentence as a string"], backend="ppmi-svd")
     with pytest.raises(ValueError, match="min_count"):

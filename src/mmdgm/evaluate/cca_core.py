@@ -21,6 +21,7 @@ from mmdgm.evaluate.sentence_embedding import (
     SIFEmbedder,
     WordVectors,
     check_sentences,
+    check_word_options,
     resolve_backend,
     train_word_vectors,
 )
@@ -141,9 +142,10 @@ class CCAEvaluator:
         self.cca = CCA(k, ridge, scaling)
         self.backend = "given" if word_vectors is not None else resolve_backend(backend)
         self.word_options = dict(dim=dim, window=window, min_count=min_count, epochs=epochs)
+        check_word_options(**self.word_options)
         self.sif_a, self.remove_first_pc = sif_a, remove_first_pc
         self.pca_components, self.seed = int(pca_components), seed
-        self.word_vectors = word_vectors
+        self.given_word_vectors = self.word_vectors = word_vectors
         self.pca: PCA | None = None
         self.image_shape: tuple[int, ...] | None = None
 
@@ -154,12 +156,11 @@ class CCAEvaluator:
         if images.ndim < 2 or images.shape[0] != len(sentences):
             raise ValueError(f"CCA coherence: {images.shape[0] if images.ndim else 0} training images "
                              f"(shape {images.shape}) for {len(sentences)} sentences")
-        if self.word_vectors is None:
-            self.word_vectors = train_word_vectors(sentences, self.backend, seed=derived_seed(self.seed, "cca/words"),
-                                                   **self.word_options)
+        self.word_vectors = self.given_word_vectors or train_word_vectors(
+            sentences, self.backend, seed=derived_seed(self.seed, "cca/words"), **self.word_options)
         counts = Counter(w for s in sentences for w in s)
         self.sif = SIFEmbedder(self.word_vectors, counts, self.sif_a, self.remove_first_pc).fit(sentences)
-        self.image_shape = images.shape[1:]
+        self.image_shape, self.pca = images.shape[1:], None
         if images.ndim > 2:
             flat = images.reshape(len(images), -1)
             n = min(self.pca_components, flat.shape[1], len(flat) - 1)

@@ -69,6 +69,13 @@ def resolve_backend(backend: str) -> str:
     return backend
 
 
+def check_word_options(**options: int) -> None:
+    """Word-vector sizes (dim, window, min_count, epochs) must be positive integers."""
+    for name, value in options.items():
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"word vectors: {name} must be a positive integer, got {value!r}")
+
+
 def train_word_vectors(sentences: Sequence[Sequence[str]], backend: str = "auto", dim: int = 300, window: int = 3,
                        min_count: int = 3, seed: int = 0, epochs: int = 10) -> WordVectors:
     """Word vectors for every word seen at least `min_count` times in `sentences`.
@@ -79,10 +86,7 @@ def train_word_vectors(sentences: Sequence[Sequence[str]], backend: str = "auto"
     (Levy and Goldberg 2014) -- a deterministic, dependency-free stand-in, not the paper's.
     """
     sentences = check_sentences(sentences)
-    for name, value, low in (("dim", dim, 1), ("window", window, 1), ("min_count", min_count, 1),
-                             ("epochs", epochs, 1)):
-        if not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"word vectors: {name} must be an integer >= {low}, got {value!r}")
+    check_word_options(dim=dim, window=window, min_count=min_count, epochs=epochs)
     backend = resolve_backend(backend)
     counts = Counter(w for s in sentences for w in s)
     if not any(c >= min_count for c in counts.values()):
