@@ -82,11 +82,8 @@ def train(config: Config, run_dir: Path | None = None) -> Path:
 
 
 def finish(config: Config, trainer: Trainer) -> Path:
-    """Fit, leave the process group, then (rank 0) the final evaluation."""
-    try:
-        run_dir = trainer.fit()
-    finally:
-        trainer.world.close()
+    """Fit, then (rank 0 alone) the final evaluation."""
+    run_dir = trainer.fit()
     return final_evaluation(config, run_dir) if trainer.world.main else run_dir
 
 

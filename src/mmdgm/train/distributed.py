@@ -17,7 +17,9 @@ receive a gradient from one forward call per backward.
 
 from __future__ import annotations
 
+import atexit
 import os
+from datetime import timedelta
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,6 +31,12 @@ from torch import Tensor, nn
 from mmdgm.seeds import derived_seed
 
 T = TypeVar("T")
+TIMEOUT = timedelta(hours=6)
+
+
+def leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -135,15 +143,13 @@ class World:
             for t in [*module.parameters(), *module.buffers()]:
                 dist.broadcast(t.data, src=0)
 
-    def close(self) -> None:
-        if self.size > 1 and dist.is_initialized():
-            dist.destroy_process_group()
-
 
 def from_env(device_spec: str) -> World:
     """The world torchrun describes in RANK / WORLD_SIZE / LOCAL_RANK (and MASTER_ADDR /
-    MASTER_PORT), its process group joined (NCCL where the device is a GPU, else gloo);
-    one process without them."""
+    MASTER_PORT), its process group joined (NCCL where the device is a GPU, else gloo)
+    once per process and left at exit, so that several runs (`--seeds`) share it; one
+    process without them. Collectives wait up to `TIMEOUT` (the other ranks wait for
+    rank 0's final evaluation before the next seed's run)."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size == 1:
         return World()
@@ -152,5 +158,6 @@ def from_env(device_spec: str) -> World:
         gpu = device_spec.startswith("cuda") or (device_spec == "auto" and torch.cuda.is_available())
         if gpu:
             torch.cuda.set_device(local)
-        dist.init_process_group("nccl" if gpu else "gloo", rank=rank, world_size=size)
+        dist.init_process_group("nccl" if gpu else "gloo", rank=rank, world_size=size, timeout=TIMEOUT)
+        atexit.register(leave)
     return World(rank, size, local)

@@ -430,7 +430,8 @@ class Trainer:
         with torch.random.fork_rng():
             torch.manual_seed(self.cfg.seed)
             for i in range(n):
-                out = self.model(self.to_device(self.test_set.batch(torch.arange(i * bs, min((i + 1) * bs, len(self.test_set))))))
+                rows = torch.arange(i * bs, min((i + 1) * bs, len(self.test_set)))
+                out = self.model(self.to_device(self.test_set.batch(rows)))
                 for k, v in out.metrics.items():
                     totals[k] = totals.get(k, 0.0) + v / n
         return totals
