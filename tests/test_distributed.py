@@ -14,15 +14,14 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-from mmdgm import run
+from mmdgm import cli, run
 from mmdgm.batch import Batch
 from mmdgm.config import ConfigError, load_config
 from mmdgm.data import DATASETS, MultimodalDataset
@@ -31,7 +30,7 @@ from mmdgm.runtime import resolve_device
 from mmdgm.train.checkpoint import load_checkpoint
 from mmdgm.train.distributed import World, check_batches, share
 from mmdgm.train.precision import autocast_networks, networks
-from mmdgm.train.trainer import TrainingDiverged
+from mmdgm.train.trainer import RunDirError, TrainingDiverged
 
 GPU = torch.cuda.is_available()
 NO_GPU = "needs a CUDA GPU; none on this machine (not yet measured on GPU)"
@@ -134,6 +133,13 @@ def worker(rank: int, world: int, port: int, root: str) -> None:
         message = str(e)
     (root / f"nan-rank{rank}.txt").write_text(message)
 
+    try:
+        run.make_trainer(config, root / "full").start()
+        message = "no error"
+    except RunDirError as e:
+        message = str(e)
+    (root / f"occupied-rank{rank}.txt").write_text(message)
+
     for name, overrides in SAMPLING.items():
         t = run.make_trainer(load_config("default", overrides), root / name)
         t.start()
@@ -205,6 +211,11 @@ def test_nan_on_rank_1_stops_both_ranks_keeping_the_last_good_checkpoint(two_pro
     state = load_checkpoint(two_process_runs / "nan" / "checkpoint.pt")
     assert state["global_step"] == 4  # checkpoint_every=2; the NaN came in the update of step 6
     assert not (two_process_runs / "nan" / "model.pt").exists()
+
+
+def test_an_occupied_run_directory_is_refused_on_every_rank(two_process_runs):
+    for rank in (0, 1):
+        assert "already holds a run" in (two_process_runs / f"occupied-rank{rank}.txt").read_text()
 
 
 @pytest.mark.parametrize("name", list(SAMPLING))
@@ -308,17 +319,19 @@ def test_fp32_and_bf16_steps_give_the_same_loss_on_gpu(tmp_path):
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.02)
 
 
-def test_train_nproc_launches_torchrun(tmp_path):
+def test_train_nproc_launches_torchrun(tmp_path, monkeypatch, capfd):
     """`mmdgm train --nproc 2` (torchrun --standalone) trains one run: rank 0 writes it."""
+    g = torch.Generator().manual_seed(0)
+    arrays = {"a": torch.randn(40, 6, generator=g).numpy(), "b": torch.randn(40, 4, generator=g).numpy()}
+    np.savez(tmp_path / "pairs.npz", **arrays)
     run_dir = tmp_path / "cli"
-    overrides = ["data.options.n_train=32", "data.options.n_test=16", "data.options.dm=1", "train.epochs=1",
-                 "train.batch_size=16", "train.eval_batches=1", "train.grid_size=2", "train.device=cpu",
-                 "model.modalities.synth_hand.net_options={hidden: 16}",
-                 "model.modalities.synth_street.net_options={width: 4}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(run.__file__).parents[1])}
-    done = subprocess.run([sys.executable, "-m", "mmdgm", "train", "--nproc", "2", "--run-dir", str(run_dir),
-                           "--config", "mmvae-synthetic-pairs", *overrides],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert (run_dir / "model.pt").exists() and "rank 1 done" in done.stdout and f"finished {run_dir}" in done.stdout
+    overrides = ["data.name=arrays", f"data.options.path={tmp_path / 'pairs.npz'}", "model.options={K: 2}",
+                 *BASE[1:], "data.options.test_fraction=0.2", "train.batch_size=16", "train.epochs=1"]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PYTHONPATH", str(Path(run.__file__).parents[1]))
+    code = cli.main(["train", "--nproc", "2", "--run-dir", str(run_dir), *overrides])
+    out, err = capfd.readouterr()
+    assert code == 0, err[-3000:]
+    assert (run_dir / "model.pt").exists() and "rank 1 done" in out and f"finished {run_dir}" in out
     assert len(load_checkpoint(run_dir / "checkpoint.pt")["rank_rng"]) == 2
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 3  # 32 rows / 16: 2 train lines + 1 test
