@@ -17,6 +17,7 @@ from mmdgm.models.factory import build_model
 from mmdgm.runtime import configure, resolve_device
 from mmdgm.train.checkpoint import load_checkpoint
 from mmdgm.train.distributed import from_env
+from mmdgm.train.precision import check_precision
 from mmdgm.train.trainer import CHECKPOINT, FINAL, SNAPSHOTS, Trainer, init_seed, snapshot_dir
 
 log = logging.getLogger("mmdgm")
@@ -61,6 +62,7 @@ def make_trainer(config: Config, run_dir: Path) -> Trainer:
     check_metrics(config.train.final_metrics)
     world = from_env(config.train.device)
     device = resolve_device(config.train.device, world.local_rank)
+    check_precision(config.train.precision, device)
     train_set, test_set = load_dataset(config, "train"), load_dataset(config, "test")
     log.info("dataset %s: %d train / %d test rows", config.data.name, len(train_set), len(test_set))
     with torch.random.fork_rng(devices=[]):
