@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ class ConfigError(ValueError):
 
 
 BOUNDS = {">=": operator.ge, ">": operator.gt}
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def at_least(minimum: int, default: int | None) -> Any:
@@ -151,6 +153,14 @@ class TrainConfig:
     snapshot_steps: list[int] = positive_items()  # global steps at which snapshots/step{N}.pt is saved
     optimizers: dict[str, OptimizerConfig] = field(default_factory=dict)  # by parameter group; absent: defaults
     ema: EMAConfig | None = None  # set to average weights for evaluation and sampling
+    device: str = "auto"  # auto (CUDA when available), cpu, cuda or cuda:N; see docs/scale.md
+    precision: str = "fp32"  # fp32, or bf16 / fp16 autocast of the networks (GPUs only)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass
