@@ -59,9 +59,9 @@ register(Experiment(
     scales={
         "smoke": Scale(("data.options.n_train=2000", "data.options.n_test=500", "data.options.pairs=1",
                         "train.epochs=1", "train.eval_batches=1", "train.final_metrics=[]", *SMALL_DISCRIMINATORS,
-                        *ema_from_half(31)),
+                        *ema_from_half(32)),
                        {"latent_accuracy": {**PROBE, "n_train": 300}},
-                       "2,000 digits tupled once (31 steps of 64), small discriminators "
+                       "2,000 digits tupled once (32 steps of 64), small discriminators "
                        "(checks the pipeline, not the science)"),
         "cpu": Scale(("data.options.pairs=1", "train.epochs=2", "train.final_metrics=[]", *SMALL_DISCRIMINATORS,
                       *ema_from_half(CPU1_STEPS)),
@@ -79,8 +79,9 @@ register(Experiment(
            "encoder than one joint discriminator (97.0 vs 86.0 % with 2 modalities). Joint rows: "
            f"`{JOINT}` (one (M+1)-way classifier of (x_1..x_M, [s_1..s_M, c]), no unimodal term, as the "
            "authors' train_mmali_multimnist_joint.py). The probe: a logistic regression on standardised "
-           "codes z ~ q(z | x_rot0) of 10,000 train tuples, scored on every test tuple (docs/evaluation.md); "
-           "the authors train a linear layer and keep its best test epoch."),
+           "codes z ~ q(z | x_rot0) (a sample, as the authors' probe) of 10,000 train tuples (300 at the smoke "
+           "scale), scored on every test tuple (docs/evaluation.md); the authors train a linear layer and keep "
+           "its best test epoch."),
 ))
 
 
