@@ -1,6 +1,6 @@
 """MMALI's tables (Chen & Zhu, AAAI 2022): Table 1 (factorised against joint
 discriminator on MultiMNIST with 2, 3, 4 modalities, linear probe of the 0-degree
-encoder, §4.1), and Table 2 (the MMALI rows) and Table 3 (content / style / both codes)
+encoder, §4.1), and Table 2 (the MMALI row, 100 % of data) and Table 3 (content / style / both codes)
 on MNIST paired with the SYNTHETIC street-digit stand-in: SVHN cannot be had offline, so
 nothing in the street columns is an SVHN number.
 
@@ -28,8 +28,9 @@ FINAL_EMA = ("Every run is evaluated once, at its last step, with the EMA weight
 
 def ema_from_half(steps: int) -> tuple[str, ...]:
     """EMA over the second half of a `steps`-step run, with a window (1 / (1 - decay)) of
-    about that half: the paper's start (step 50,000 of 250,000) and decay 0.9999 would
-    never start, or average in nothing, at the cpu scale's few thousand steps."""
+    about that half: at the cpu scale's few thousand steps the paper's start (step 50,000
+    of 250,000) is never reached, and its decay 0.9999 would keep the average almost at the
+    weights of the start step."""
     half = steps // 2
     decay = 1 - 1 / max(half, 10)
     return (f"train.ema.start_step={half}", f"train.ema.decay={decay:.6g}")
