@@ -71,8 +71,9 @@ register(Experiment(
                      "(the paper: 250,000 steps, far out of reach on CPUs), discriminators of a quarter of the "
                      f"paper's width (features 128, heads 256), EMA from step {CPU1_STEPS // 2} with decay "
                      f"{1 - 1 / (CPU1_STEPS // 2):.4f} (the paper: from step 50,000, 0.9999); probe on 10,000 "
-                     "train codes. Estimated 75 minutes for 18 runs on 2 cores (timed at 0.15 / 0.37 s of CPU per "
-                     "step for the factorised M = 2 / 4 rows, 0.15 s for the joint M = 4 row)"),
+                     "train codes. Estimated 105 CPU-minutes for the 18 runs, about an hour on 2 cores (timed at "
+                     "0.15 / 0.25 / 0.37 s of CPU per step for the factorised M = 2 / 3 / 4 rows, 0.08 / 0.12 / "
+                     "0.15 s for the joint ones)"),
         "paper": Scale((), {"latent_accuracy": PROBE},
                        "the configs: 30 tuples per digit, 9 epochs (253,125 steps of 64), EMA 0.9999 from step 50,000"),
     },
@@ -106,8 +107,8 @@ STREET_SCALES = {
                  f"20,000 street digits paired once with MNIST (not dm 30), 6 epochs = {CPU2_STEPS:,} steps of 64 "
                  "(the paper: 250,000 steps, far out of reach on CPUs), "
                  "discriminators of a quarter of the paper's width, EMA from half the steps with a window of "
-                 "that half (the paper: from step 50,000, 0.9999). Estimated an hour for 3 seeds on 2 cores "
-                 "(timed at 0.6 s of CPU per step)"),
+                 "that half (the paper: from step 50,000, 0.9999). Estimated 55 CPU-minutes of training for 3 "
+                 "seeds, under an hour on 2 cores with the evaluation (timed at 0.6 s of CPU per step)"),
     "paper": Scale((), {}, "the config: dm 30, 9 epochs (about 250,000 steps of 64), EMA 0.9999 from step 50,000"),
 }
 STREET_NOTE = (f"{FINAL_EMA} Street columns are SVHN in the paper; ours measure the synthetic stand-in, "
