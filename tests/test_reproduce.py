@@ -70,9 +70,11 @@ def test_registered_paper_experiments_are_well_formed():
     """Every built-in experiment's configs load at every scale, build their model, and every
     published number belongs to a column."""
     names = ["mmvae-table1", "mmvae-table2", "mmvae-table3", "mmvae-estimators", "contrastive-table1",
-             "contrastive-figure6", "contrastive-figure8", "meme-table2", "meme-table3", "meme-table4", "meme-figure8"]
+             "contrastive-figure6", "contrastive-figure8", "meme-table2", "meme-table3", "meme-table4", "meme-figure8",
+             "mmali-table1", "mmali-table2", "mmali-table3"]
     assert set(names) <= set(EXPERIMENTS.names())
-    known = {"mnist": (1, 28, 28), "synth_hand": (1, 28, 28), "synth_street": (3, 32, 32)}
+    known = {"mnist": (1, 28, 28), "synth_hand": (1, 28, 28), "synth_street": (3, 32, 32),
+             **{f"rot{a}": (1, 28, 28) for a in (0, 90, 180, 270)}}
     for name in names:
         e = EXPERIMENTS.get(name)
         labels = {c.label for c in e.columns}
