@@ -363,6 +363,25 @@ def test_paper_config_builds_the_papers_networks():
     assert (cfg.train.batch_size, cfg.train.lr, cfg.train.amsgrad) == (100, 1e-4, False)
 
 
+def test_mnist_svhn_configs_build_appendix_c_and_h_networks():
+    """MNIST-SVHN (App. C): encoder, prior and decoder of 1x400, z = 20, classifier 2x50; the
+    street digit decoded by a Bernoulli (no variance head). MNIST-SVHN-Text (App. H): the
+    encoder is 3x2500 over the three vectorised modalities and the one-hot label."""
+    linear = lambda net: [(m.in_features, m.out_features) for m in net.modules() if isinstance(m, nn.Linear)]  # noqa: E731
+    shapes = {"mnist": (1, 28, 28), "synth_street": (3, 32, 32), "text": (8, 71)}
+    cfg = load_config("cmmd-mnist-synthstreet")
+    model = build_model(cfg.model, {m: shapes[m] for m in ("mnist", "synth_street")})
+    assert linear(model.encoder) == [(3072 + 784 + 10, 400), (400, 20), (400, 20)]
+    assert linear(model.prior_net) == [(784, 400), (400, 20), (400, 20)]
+    assert linear(model.decoder) == [(20 + 784, 400), (400, 3072)]
+    assert linear(model.classifier) == [(20, 50), (50, 50), (50, 10)]
+    assert (model.observed, cfg.data.options["dm"], model.omega, model.mmd_weight, model.ce_weight) == (["mnist"], 1, 0.4, 1000.0, 10.0)
+    cfg = load_config("cmmd-mnist-synthstreet-text", ["model.options.observed=[synth_street,text]"])
+    model = build_model(cfg.model, shapes)
+    assert linear(model.encoder)[:3] == [(784 + 3072 + 568 + 10, 2500), (2500, 2500), (2500, 2500)]
+    assert linear(model.prior_net)[0] == (3072 + 568, 400) and model.missing == ["mnist"]
+
+
 def test_tiny_training_run_through_the_config(tmp_path):
     config = load_config("cmmd-default", [
         "data.options={source: synthetic, n_train: 120, n_test: 60}",
