@@ -16,6 +16,7 @@ resume in the middle of a logging window must restore the window.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -206,3 +207,74 @@ def test_run_written_before_a_config_key_existed_still_resumes(stopped):
     assert (stopped / "model.pt").exists() is False
     run.resume(stopped)
     assert (stopped / "model.pt").exists()
+
+
+# --- adversarial models: two optimisers, EMA, spectral-norm buffers -------------------
+
+ADVERSARIAL = [
+    "data.options.n_train=100",
+    "data.options.n_test=32",
+    "train.epochs=2",
+    "train.batch_size=16",
+    "train.checkpoint_every=3",
+    "train.log_every=2",
+    "train.eval_batches=1",
+    "train.grid_size=2",
+    "train.ema.start_step=4",
+    "train.ema.decay=0.9",
+    "train.final_metrics=[]",
+]
+
+
+def adversarial(*extra):
+    return load_config("mmali-default", ADVERSARIAL + list(extra))
+
+
+@pytest.fixture(scope="module")
+def adversarial_reference(tmp_path_factory):
+    return outcome(run.train(adversarial(), tmp_path_factory.mktemp("adv") / "full"))
+
+
+@pytest.mark.parametrize("stop", [2, 4, 7, 11], ids=lambda s: f"step{s}")
+def test_adversarial_run_stopped_and_resumed_is_bit_identical(tmp_path, adversarial_reference, stop):
+    """mmali: discriminator and generator Adam states, the EMA (from step 5 on), the
+    spectral-norm vectors and the RNG all come back from the checkpoint."""
+    trainer = run.make_trainer(adversarial(), tmp_path / "cut")
+    assert sorted(trainer.optimizers) == ["discriminator", "generator"] and trainer.ema is not None
+    trainer.start()
+    trainer.fit(stop_at_step=stop)
+    state = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
+    assert state["version"] == 3 and sorted(state["optimizers"]) == ["discriminator", "generator"]
+    assert state["ema"].keys() == {n for n, _ in trainer.model.named_parameters() if n.startswith(("encoders.", "decoders."))}
+    assert any(k.endswith("_u") for k in state["model"])  # spectral-norm power-iteration vectors
+    assert_identical(run.resume(tmp_path / "cut"), adversarial_reference)
+
+
+def test_nan_discriminator_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    from mmdgm.train.trainer import TrainingDiverged
+
+    trainer = run.make_trainer(adversarial("train.checkpoint_every=1"), tmp_path / "r")
+    trainer.start()
+    trainer.fit(stop_at_step=2)
+    good = (tmp_path / "r" / "checkpoint.pt").read_bytes()
+    with torch.no_grad():
+        trainer.model.discriminators["dependence"].features[0][-1].parametrizations.weight.original.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="discriminator loss is nan at step 2.*last good checkpoint"):
+        trainer.fit()
+    assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == good
+    assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["global_step"] == 2
+
+
+def test_version_2_checkpoint_of_a_vae_still_resumes(stopped, tmp_path):
+    """A checkpoint written before parameter groups (one "optimizer", no EMA) resumes as
+    the single group "model" and ends where a version-3 resume ends."""
+    reference = tmp_path / "v3"
+    shutil.copytree(stopped, reference)
+    state = load_checkpoint(stopped / "checkpoint.pt")
+    state["version"] = 2
+    state["optimizer"] = state.pop("optimizers")["model"]
+    del state["ema"]
+    for key in ("optimizers", "ema"):
+        del state["config"]["train"][key]
+    torch.save(state, stopped / "checkpoint.pt")
+    assert_identical(run.resume(stopped), outcome(run.resume(reference)))

@@ -15,25 +15,52 @@ examples:
   mmdgm train --config mmvae-mnist-svhn        # the MMVAE paper's MNIST-SVHN settings
   mmdgm train train.epochs=1 model.options.K=10
   mmdgm train --resume runs/default-seed1      # continue an interrupted run exactly
+  mmdgm train --nproc 2 train.device=cpu       # one model over 2 processes (torchrun; docs/scale.md)
 built-in configs: {configs}
 """
 
 
 def finished(run_dir: Path) -> str:
+    import os
+
     from mmdgm import run
 
+    if os.environ.get("RANK", "0") != "0":
+        return f"rank {os.environ['RANK']} done"
     summary = run.final_summary(run_dir)
     return f"finished {run_dir}" + (f": {summary}" if summary else "")
 
 
+def torchrun_command(args: argparse.Namespace) -> list[str]:
+    """The torchrun command that runs this `mmdgm train` over `args.nproc` local processes."""
+    own = [f"--config={args.config}"]
+    for flag, value in (("--run-dir", args.run_dir), ("--resume", args.resume), ("--seeds", args.seeds),
+                        ("--device", args.device)):
+        if value is not None:
+            own.append(f"{flag}={value}")
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+            "-m", "mmdgm", "train", *own, *args.overrides]
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
     from mmdgm import run
 
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
+        if "WORLD_SIZE" in os.environ:
+            raise ValueError("--nproc launches torchrun; under torchrun already, give no --nproc")
+        return subprocess.call(torchrun_command(args))
     if args.resume:
         if args.overrides or args.config != "default" or args.seeds:
             raise ValueError("--resume continues a run with its own config; give no --config, --seeds or overrides")
-        print(finished(run.resume(Path(args.resume))))
+        print(finished(run.resume(Path(args.resume), args.device)))
         return 0
+    if args.device is not None:
+        args.overrides = [*args.overrides, f"train.device={args.device}"]
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [None]
     for seed in seeds:
         overrides = list(args.overrides) + ([f"train.seed={seed}"] if seed is not None else [])
@@ -92,7 +119,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results = evaluate_run(
         Path(args.run_dir), metrics, metric_options(args.option), args.floor,
         Path(args.root) if args.root else None, args.seed, args.batch_size,
-        train_classifiers=args.train_classifiers, snapshot=args.snapshot,
+        train_classifiers=args.train_classifiers, snapshot=args.snapshot, device=args.device,
     )
     print(json.dumps({k: v for k, v in results.items() if not metrics or k in metrics}, indent=2)[:4000])
     return 0
@@ -122,7 +149,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         return 0
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     only = [r.strip() for r in args.rows.split(",")] if args.rows else None
-    md, page = reproduce(args.name, args.scale, seeds, Path(args.out), only)
+    md, page = reproduce(args.name, args.scale, seeds, Path(args.out), only, args.device)
     print(md.read_text())
     print(f"wrote {md} and {page}")
     return 0
@@ -156,6 +183,11 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", help="where to write the run (default: runs/<config>-seed<seed>); must not hold a run")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR from its checkpoint")
     t.add_argument("--seeds", help="comma-separated seeds: one run per seed (e.g. 1,2,3)")
+    t.add_argument("--device", help="auto, cpu, cuda or cuda:N (sets train.device; with --resume, where the run "
+                   "continues)")
+    t.add_argument("--nproc", type=int, metavar="N",
+                   help="train one model over N local processes (launches torchrun --standalone "
+                   "--nproc_per_node=N; multi-node: docs/scale.md)")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides with dotted keys, e.g. train.epochs=2")
     t.set_defaults(func=cmd_train)
 
@@ -205,6 +237,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--snapshot", type=int, metavar="STEP",
                    help="evaluate the weights saved after global step STEP (train.snapshot_steps); results go to "
                    "RUN_DIR/snapshots/stepSTEP/")
+    e.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N (default auto); "
+                   "any run evaluates on any device")
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser(
@@ -231,6 +265,8 @@ def parser() -> argparse.ArgumentParser:
                     "schedule (default cpu)")
     rp.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default 1,2,3)")
     rp.add_argument("--out", default="reproduce", help="output directory (default: reproduce)")
+    rp.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N for training "
+                    "and evaluation (default auto)")
     rp.add_argument("--rows", help="comma-separated substrings: run only the rows whose label contains one "
                     "(e.g. 'K=2' or 'MMVAE')")
     rp.set_defaults(func=cmd_reproduce)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ class ConfigError(ValueError):
 
 
 BOUNDS = {">=": operator.ge, ">": operator.gt}
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def at_least(minimum: int, default: int | None) -> Any:
@@ -106,6 +108,33 @@ class ModelConfig:
 
 
 @dataclass
+class OptimizerConfig:
+    """Adam settings of one of the model's parameter groups (`model.parameter_groups()`)."""
+
+    lr: float | None = positive(None)  # None: train.lr
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    amsgrad: bool | None = None  # None: train.amsgrad
+
+    def __post_init__(self) -> None:
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"betas must be two numbers in [0, 1), got {self.betas}")
+
+
+@dataclass
+class EMAConfig:
+    """Exponential moving average of a parameter group's weights (Yazici et al. 2019):
+    after step t, ema = w if t <= start_step else decay * ema + (1 - decay) * w."""
+
+    decay: float = positive(0.9999)
+    start_step: int = at_least(0, 0)
+    params: str = "generator"  # the parameter group averaged
+
+    def __post_init__(self) -> None:
+        if not self.decay < 1.0:
+            raise ConfigError(f"decay must be < 1, got {self.decay}")
+
+
+@dataclass
 class TrainConfig:
     epochs: int = at_least(1, 5)
     batch_size: int = at_least(1, 128)
@@ -122,6 +151,16 @@ class TrainConfig:
     eval_batches: int = at_least(1, 20)
     final_metrics: list[str] = field(default_factory=list)
     snapshot_steps: list[int] = positive_items()  # global steps at which snapshots/step{N}.pt is saved
+    optimizers: dict[str, OptimizerConfig] = field(default_factory=dict)  # by parameter group; absent: defaults
+    ema: EMAConfig | None = None  # set to average weights for evaluation and sampling
+    device: str = "auto"  # auto (CUDA when available), cpu, cuda or cuda:N; see docs/scale.md
+    precision: str = "fp32"  # fp32, or bf16 / fp16 autocast of the networks (GPUs only)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass
@@ -185,7 +224,10 @@ def build(cls: type, raw: Any, where: str = "config") -> Any:
             raise ConfigError(f"unknown config key {where}.{key}{nearest(str(key), names)}; valid keys: {names}")
         kwargs[key] = _check_type(value, hints[key], f"{where}.{key}")
         check_bound(fields[key], kwargs[key], f"{where}.{key}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:  # a check across fields (__post_init__)
+        raise ConfigError(f"{where}: {e}") from e
 
 
 def set_dotted(raw: dict, dotted: str, value: Any) -> None:

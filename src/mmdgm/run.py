@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -13,8 +14,10 @@ from mmdgm.data import DATASETS, MultimodalDataset
 from mmdgm.data.paths import data_root
 from mmdgm.models.base import MultimodalVAE
 from mmdgm.models.factory import build_model
-from mmdgm.runtime import configure
+from mmdgm.runtime import configure, resolve_device
 from mmdgm.train.checkpoint import load_checkpoint
+from mmdgm.train.distributed import from_env
+from mmdgm.train.precision import check_precision
 from mmdgm.train.trainer import CHECKPOINT, FINAL, SNAPSHOTS, Trainer, init_seed, snapshot_dir
 
 log = logging.getLogger("mmdgm")
@@ -52,16 +55,21 @@ def check_metrics(names: list[str]) -> None:
 
 
 def make_trainer(config: Config, run_dir: Path) -> Trainer:
-    """Datasets, a model initialised from the config's seed alone, and the trainer."""
+    """Datasets, a model initialised on the CPU from the config's seed alone and moved to
+    `train.device`, and the trainer; under torchrun, this process's place in the process
+    group (joined here)."""
     configure(config.train)
     check_metrics(config.train.final_metrics)
+    world = from_env(config.train.device)
+    device = resolve_device(config.train.device, world.local_rank)
+    check_precision(config.train.precision, device)
     train_set, test_set = load_dataset(config, "train"), load_dataset(config, "test")
     log.info("dataset %s: %d train / %d test rows", config.data.name, len(train_set), len(test_set))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed(config.train.seed))
         model = build_model(config.model, train_set.shapes)
         model.initialise_from_data(train_set)
-    return Trainer(model, train_set, test_set, config, run_dir)
+    return Trainer(model.to(device), train_set, test_set, config, run_dir, world, device)
 
 
 def default_run_dir(config: Config) -> Path:
@@ -72,7 +80,13 @@ def train(config: Config, run_dir: Path | None = None) -> Path:
     """Train a fresh run, then compute its `train.final_metrics`; returns its directory."""
     trainer = make_trainer(config, run_dir or default_run_dir(config))
     trainer.start()
-    return final_evaluation(config, trainer.fit())
+    return finish(config, trainer)
+
+
+def finish(config: Config, trainer: Trainer) -> Path:
+    """Fit, then (rank 0 alone) the final evaluation."""
+    run_dir = trainer.fit()
+    return final_evaluation(config, run_dir) if trainer.world.main else run_dir
 
 
 def final_evaluation(config: Config, run_dir: Path) -> Path:
@@ -80,7 +94,7 @@ def final_evaluation(config: Config, run_dir: Path) -> Path:
     if config.train.final_metrics:
         from mmdgm.evaluate.runner import evaluate_run
 
-        evaluate_run(run_dir, config.train.final_metrics, train_classifiers=True)
+        evaluate_run(run_dir, config.train.final_metrics, train_classifiers=True, device=config.train.device)
         log.info("%s", final_summary(run_dir))
     return run_dir
 
@@ -101,12 +115,15 @@ def read_run_config(run_dir: Path) -> Config:
     return build(Config, yaml.safe_load(path.read_text()))
 
 
-def resume(run_dir: Path) -> Path:
-    """Continue an interrupted run from its checkpoint."""
+def resume(run_dir: Path, device: str | None = None) -> Path:
+    """Continue an interrupted run from its checkpoint (on `device` instead of its
+    `train.device` if given: checkpoints move between devices)."""
     config = read_run_config(run_dir)
+    if device is not None:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, device=device))
     trainer = make_trainer(config, run_dir)
     trainer.resume()
-    return final_evaluation(config, trainer.fit())
+    return finish(config, trainer)
 
 
 def snapshot_weights(run_dir: Path, step: int) -> Path:
@@ -118,9 +135,13 @@ def snapshot_weights(run_dir: Path, step: int) -> Path:
     return path
 
 
-def load_run(run_dir: Path, snapshot: int | None = None) -> tuple[Config, MultimodalVAE, MultimodalDataset]:
+def load_run(
+    run_dir: Path, snapshot: int | None = None, device: str = "cpu"
+) -> tuple[Config, MultimodalVAE, MultimodalDataset]:
     """The trained model of a run (final weights, else the latest checkpoint; or the weights
-    of snapshot step `snapshot`) and its test set."""
+    of snapshot step `snapshot`) on `device` ("auto", "cpu", "cuda[:N]"; whatever device
+    trained it) and its test set. With `train.ema` the weights are the moving averages:
+    model.pt and snapshots hold them, and a checkpoint's are laid over its raw weights."""
     config = read_run_config(run_dir)
     test_set = load_dataset(config, "test")
     model = build_model(config.model, test_set.shapes)
@@ -130,9 +151,10 @@ def load_run(run_dir: Path, snapshot: int | None = None) -> tuple[Config, Multim
     elif final.exists():
         state = load_checkpoint(final)
     else:
-        state = load_checkpoint(Path(run_dir) / CHECKPOINT)["model"]
+        checkpoint = load_checkpoint(Path(run_dir) / CHECKPOINT)
+        state = {**checkpoint["model"], **(checkpoint.get("ema") or {})}
     model.load_state_dict(state)
-    model.eval()
+    model.to(resolve_device(device)).eval()
     return config, model, test_set
 
 

@@ -53,13 +53,15 @@ def evaluate_run(
     progress: bool = True,
     train_classifiers: bool = False,
     snapshot: int | None = None,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Compute `metrics` (default: all) for the run in `run_dir`; merge them into its
     eval.json (other metrics already there are kept) and return the merged results.
     Coherence classifiers are those of the run's dataset with its data options; with
     `train_classifiers`, missing ones are trained first instead of being an error. With
     `snapshot`, the weights saved after that global step are evaluated and eval.json and
-    figures go to that snapshot's directory (`snapshots/step{N}/`)."""
+    figures go to that snapshot's directory (`snapshots/step{N}/`). The model is evaluated on
+    `device` ("auto": CUDA when available), whatever device trained it."""
     from mmdgm.evaluate.classifier_store import MissingClassifierError, load_classifiers, train_dataset_classifiers
     from mmdgm.run import load_dataset, load_run
     from mmdgm.train.trainer import snapshot_dir
@@ -72,7 +74,7 @@ def evaluate_run(
     unknown = [k for k in options if k not in names]
     if unknown:
         raise ValueError(f"options given for metrics that are not requested: {unknown}")
-    config, model, test_set = load_run(run_dir, snapshot)
+    config, model, test_set = load_run(run_dir, snapshot, device)
     out = run_dir if snapshot is None else snapshot_dir(run_dir, snapshot)
     results = read_eval(out)
     root = Path(root or config.data.root or data_root())

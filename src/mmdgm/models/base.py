@@ -84,7 +84,27 @@ def pooled_bound(lw: Tensor, count: Tensor, estimator: str) -> Tensor:
     raise ValueError(f"unknown bound estimator {estimator!r}{nearest(estimator, list(BOUND_ESTIMATORS))}")
 
 
-class MultimodalVAE(nn.Module):
+class TrainedModel(nn.Module):
+    """What the trainer asks of every model: parameter groups, their update schedule and
+    the loss of each update (defaults: one group, one update of `forward`)."""
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by group, one optimiser each (`train.optimizers.<group>`).
+        Default: one group "model" with every trainable parameter."""
+        return {"model": [p for p in self.parameters() if p.requires_grad]}
+
+    def schedule(self) -> list[tuple[str, int]]:
+        """One training step: (group, updates) in order; each update is one
+        `training_step(batch, group)` on the step's batch followed by a step of the group's
+        optimiser. Default: one update of "model"."""
+        return [("model", 1)]
+
+    def training_step(self, batch: Batch, group: str) -> ModelOutput:
+        """The loss whose gradient updates `group`. Default: `forward(batch)`."""
+        return self(batch)
+
+
+class MultimodalVAE(TrainedModel):
     """Encoders, decoders and prior of a latent-variable model over named modalities.
 
     Args:
@@ -270,4 +290,6 @@ class MultimodalVAE(nn.Module):
         return chunked_log_mean_weight(lambda k: self.joint_log_weights(batch, k), K, chunk)
 
     def forward(self, batch: Batch) -> ModelOutput:
+        """The training objective (for adversarial models, the generator's); also what the
+        trainer's test-set evaluation averages."""
         raise NotImplementedError

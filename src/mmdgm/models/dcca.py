@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from mmdgm.batch import Batch, BatchError
 from mmdgm.distributions import Distribution
 from mmdgm.modalities import Modality
-from mmdgm.models.base import MODELS, ModelOutput
+from mmdgm.models.base import MODELS, ModelOutput, TrainedModel
 from mmdgm.nets import ENCODERS
 
 
@@ -65,7 +65,7 @@ def total_correlation(h1: Tensor, h2: Tensor, r1: float, r2: float, k: int | Non
 
 
 @MODELS.register("dcca")
-class DCCA(nn.Module):
+class DCCA(TrainedModel):
     """Deep CCA between exactly two views; `latent_dim` is the output size o of f and g.
 
     The projection networks are the views' registered encoder networks with o outputs;

@@ -68,26 +68,29 @@ def lookup(results: dict[str, Any], metric: str, key: str) -> Any:
     return node[key] if key in node else nested(node, key.split("/"))
 
 
-def ensure_trained(experiment: Experiment, row_index: int, scale: str, seed: int, run_dir: Path) -> str:
-    """Train, resume or reuse the run; returns what was done."""
+def ensure_trained(
+    experiment: Experiment, row_index: int, scale: str, seed: int, run_dir: Path, device: str = "auto"
+) -> str:
+    """Train (on `device`), resume or reuse the run; returns what was done."""
     if (run_dir / FINAL).exists():
         return "reused"
     if (run_dir / CHECKPOINT).exists() or (run_dir / "config.yaml").exists():
-        run.resume(run_dir)
+        run.resume(run_dir, device)
         return "resumed"
     row = experiment.rows[row_index]
-    overrides = [*experiment.scales[scale].overrides_for(row.config), *row.overrides, f"train.seed={seed}"]
+    overrides = [*experiment.scales[scale].overrides_for(row.config), *row.overrides, f"train.seed={seed}",
+                 f"train.device={device}"]
     run.train(load_config(row.config, overrides), run_dir)
     return "trained"
 
 
-def ensure_evaluated(experiment: Experiment, row: Row, scale: str, run_dir: Path) -> dict[str, Any]:
-    """The metrics `row` reads, computing only those not yet in eval.json."""
+def ensure_evaluated(experiment: Experiment, row: Row, scale: str, run_dir: Path, device: str = "auto") -> dict[str, Any]:
+    """The metrics `row` reads (on `device`), computing only those not yet in eval.json."""
     results = read_eval(run_dir)
     missing = [m for m in experiment.metrics_of(row) if m not in results]
     if missing:
         options = {m: o for m, o in experiment.scales[scale].metric_options.items() if m in missing}
-        results = evaluate_run(run_dir, missing, options, train_classifiers=True)
+        results = evaluate_run(run_dir, missing, options, train_classifiers=True, device=device)
     return results
 
 
@@ -141,10 +144,10 @@ def select_rows(experiment: Experiment, only: list[str] | None) -> Experiment:
 
 
 def reproduce(
-    name: str, scale: str, seeds: list[int], out: Path, only: list[str] | None = None
+    name: str, scale: str, seeds: list[int], out: Path, only: list[str] | None = None, device: str = "auto"
 ) -> tuple[Path, Path]:
-    """Run experiment `name` (its rows matching `only`) at `scale` for `seeds`; runs go to
-    `out`/runs, the report to `out`/name/scale."""
+    """Run experiment `name` (its rows matching `only`) at `scale` for `seeds` on `device`;
+    runs go to `out`/runs, the report to `out`/name/scale."""
     experiment = select_rows(EXPERIMENTS.get(name), only)
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {list(SCALES)}")
@@ -162,9 +165,9 @@ def reproduce(
                 results = ensure_propagated(experiment, row, scale, seed, run_dir)
                 runs.setdefault(row.label, []).append(run_dir / "propagated")
             else:
-                done = ensure_trained(experiment, i, scale, seed, run_dir)
+                done = ensure_trained(experiment, i, scale, seed, run_dir, device)
                 log.info("%s seed %d: %s (%s)", row.label, seed, done, run_dir)
-                results = ensure_evaluated(experiment, row, scale, run_dir)
+                results = ensure_evaluated(experiment, row, scale, run_dir, device)
                 runs.setdefault(row.label, []).append(run_dir)
             for c in experiment.columns:
                 source = experiment.column_for(row, c)
