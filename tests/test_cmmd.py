@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -14,7 +15,7 @@ from torch import nn
 from mmdgm import run
 from mmdgm.batch import Batch, BatchError
 from mmdgm.config import load_config
-from mmdgm.data import MultimodalDataset
+from mmdgm.data import DATASETS, MultimodalDataset
 from mmdgm.distributions import Normal
 from mmdgm.evaluate import METRICS, EvalContext
 from mmdgm.evaluate.latent_structure import collapse_curve
@@ -362,6 +363,25 @@ def test_paper_config_builds_the_papers_networks():
     assert (cfg.train.batch_size, cfg.train.lr, cfg.train.amsgrad) == (100, 1e-4, False)
 
 
+def test_mnist_svhn_configs_build_appendix_c_and_h_networks():
+    """MNIST-SVHN (App. C): encoder, prior and decoder of 1x400, z = 20, classifier 2x50; the
+    street digit decoded by a Bernoulli (no variance head). MNIST-SVHN-Text (App. H): the
+    encoder is 3x2500 over the three vectorised modalities and the one-hot label."""
+    linear = lambda net: [(m.in_features, m.out_features) for m in net.modules() if isinstance(m, nn.Linear)]  # noqa: E731
+    shapes = {"mnist": (1, 28, 28), "synth_street": (3, 32, 32), "text": (8, 71)}
+    cfg = load_config("cmmd-mnist-synthstreet")
+    model = build_model(cfg.model, {m: shapes[m] for m in ("mnist", "synth_street")})
+    assert linear(model.encoder) == [(3072 + 784 + 10, 400), (400, 20), (400, 20)]
+    assert linear(model.prior_net) == [(784, 400), (400, 20), (400, 20)]
+    assert linear(model.decoder) == [(20 + 784, 400), (400, 3072)]
+    assert linear(model.classifier) == [(20, 50), (50, 50), (50, 10)]
+    assert (model.observed, cfg.data.options["dm"], model.omega, model.mmd_weight, model.ce_weight) == (["mnist"], 1, 0.4, 1000.0, 10.0)
+    cfg = load_config("cmmd-mnist-synthstreet-text", ["model.options.observed=[synth_street,text]"])
+    model = build_model(cfg.model, shapes)
+    assert linear(model.encoder)[:3] == [(784 + 3072 + 568 + 10, 2500), (2500, 2500), (2500, 2500)]
+    assert linear(model.prior_net)[0] == (3072 + 568, 400) and model.missing == ["mnist"]
+
+
 def test_tiny_training_run_through_the_config(tmp_path):
     config = load_config("cmmd-default", [
         "data.options={source: synthetic, n_train: 120, n_test: 60}",
@@ -389,3 +409,93 @@ def test_tiny_training_run_through_the_config(tmp_path):
     assert set(results["downstream_classification"]) == {"view1", "mean", "n_train", "use_mean"}
     with pytest.raises(NotImplementedError, match="CMMD has no"):
         evaluate_run(run_dir, ["latent_traversals"], progress=False)
+
+
+# --- subsets, text lines, and XRMB/Flickr-style data through `arrays` ------------------------
+
+
+def test_encode_accepts_only_the_observed_set_and_downstream_classification_knows(tmp_path):
+    model = cmmd(observed=("a", "c"), missing_likelihood="bernoulli").eval()
+    assert model.inference_subsets == [["a", "c"]]
+    full = MODELS.get("mvae")(modalities(), 2, **GAUSSIAN)
+    assert full.inference_subsets == [["a"], ["b"], ["c"], ["a", "b"], ["a", "c"], ["b", "c"], ["a", "b", "c"]]
+    g = torch.Generator().manual_seed(0)
+    n = 30
+    data = MultimodalDataset({"a": torch.rand(n, 1, 3, 2, generator=g), "b": torch.rand(n, 4, generator=g).round(),
+                              "c": torch.randn(n, 3, generator=g)}, torch.arange(n) % 3)
+    ctx = EvalContext(model=model, test_set=data, train_set=data, classifiers={}, out_dir=tmp_path,
+                      batch_size=16, seed=0, progress=False)
+    result = METRICS.get("downstream_classification")(ctx, n_train=20)
+    assert set(result) == {"a+c", "mean", "n_train", "use_mean"} and result["mean"] == result["a+c"]
+
+
+def test_text_lines_of_cmmd_are_the_data_and_its_generations(tmp_path):
+    from mmdgm.data.text import decode, encode
+    from mmdgm.train.grids import text_lines
+
+    torch.manual_seed(0)
+    mods = [Modality("img", (4,), kind="vector", likelihood="normal"),
+            Modality("text", (8, 71), kind="text", likelihood="bernoulli")]
+    model = MODELS.get("cmmd")(mods, 2, **GAUSSIAN, observed=["img"], n_classes=2, **SMALL).eval()
+    words = encode(["   zero ", "one     "])
+    batch = Batch({"img": torch.rand(2, 4), "text": words}, labels=torch.tensor([0, 1]))
+    lines = text_lines(model, batch, 2, ["text"])
+    generated = decode(model.generate_missing(batch)["text"])
+    assert lines == ["data text: '   zero ' | 'one     '", "img -> text: " + " | ".join(repr(s) for s in generated)]
+
+
+XRMB = {"acoustic": 273, "articulatory": 112}  # MFCCs + deltas over 7 frames; 8 pellets x (x, y) x 7 frames
+FLICKR = {"image": 3857, "tags": 2000}  # Srivastava & Salakhutdinov's image features; the 2000 most frequent tags
+ARRAYS_YAML = """
+data:
+  name: arrays
+  options: {{path: {path}, test_fraction: 0.25}}
+model:
+  name: cmmd
+  latent_dim: 4
+  prior: normal
+  posterior: normal
+  posterior_scale: exp
+  options:
+    observed: [{observed}]
+    n_classes: {classes}
+    encoder_hidden: [16]
+    prior_hidden: [16]
+    decoder_hidden: [16]
+    classifier_hidden: [8]
+  modalities:
+    {observed}: {{likelihood: normal}}
+    {missing}: {{likelihood: {likelihood}}}
+train:
+  epochs: 2
+  batch_size: 16
+  final_metrics: [prediction_error, missing_rmse]
+"""
+
+
+@pytest.mark.parametrize("style", ["xrmb", "flickr"])
+def test_xrmb_and_flickr_style_arrays_train_cmmd_through_the_cli(tmp_path, style):
+    """docs/datasets.md's recipe: features written as an .npz, CMMD trained from a YAML file."""
+    from mmdgm import cli
+
+    rng = np.random.default_rng(0)
+    n, classes = 64, 4
+    y = rng.integers(0, classes, n)
+    (observed, d_o), (missing, d_m) = (XRMB if style == "xrmb" else FLICKR).items()
+    x_o = (rng.normal(size=(classes, d_o))[y] + rng.normal(size=(n, d_o))).astype(np.float32)
+    if style == "xrmb":  # articulatory displacements: real-valued, Gaussian decoder
+        x_m, likelihood = (rng.normal(size=(classes, d_m))[y] + rng.normal(size=(n, d_m))).astype(np.float32), "normal"
+    else:  # tag indicators as bool (uint8 would be read as an image and scaled by 1/255): Bernoulli decoder
+        x_m, likelihood = rng.random((n, d_m)) < 0.01, "bernoulli"
+    np.savez(tmp_path / f"{style}.npz", **{observed: x_o, missing: x_m, "labels": y})
+    train = DATASETS.get("arrays")("train", tmp_path, path=f"{style}.npz", test_fraction=0.25)
+    assert train.shapes == {observed: (d_o,), missing: (d_m,)} and len(train) == 48
+    if style == "flickr":
+        assert set(train.batch(torch.arange(48)).data[missing].unique().tolist()) == {0.0, 1.0}
+    config = tmp_path / f"{style}.yaml"
+    config.write_text(ARRAYS_YAML.format(path=tmp_path / f"{style}.npz", observed=observed, missing=missing,
+                                         classes=classes, likelihood=likelihood))
+    assert cli.main(["train", "--config", str(config), "--run-dir", str(tmp_path / "run")]) == 0
+    results = read_eval(tmp_path / "run")
+    assert results["prediction_error"]["n"] == 16 and 0 <= results["prediction_error"]["error"] <= 1
+    assert results["missing_rmse"]["observed"] == [observed] and math.isfinite(results["missing_rmse"][missing])

@@ -67,14 +67,17 @@ def test_finished_runs_are_reused_and_interrupted_ones_resumed(tmp_path):
 
 
 def test_registered_paper_experiments_are_well_formed():
-    """Every built-in experiment's configs load at every scale, build their model, and every
-    published number belongs to a column."""
+    """Every built-in experiment's configs load at every scale, build their model (once per
+    distinct model section: rows share runs), and every published number belongs to a column."""
     names = ["mmvae-table1", "mmvae-table2", "mmvae-table3", "mmvae-estimators", "contrastive-table1",
              "contrastive-figure6", "contrastive-figure8", "meme-table2", "meme-table3", "meme-table4", "meme-figure8",
-             "mmali-table1", "mmali-table2", "mmali-table3"]
+             "mmali-table1", "mmali-table2", "mmali-table3",
+             "cmmd-table2", "cmmd-mnist-svhn", "cmmd-three-modality", "cmmd-mnist-svhn-text"]
     assert set(names) <= set(EXPERIMENTS.names())
-    known = {"mnist": (1, 28, 28), "synth_hand": (1, 28, 28), "synth_street": (3, 32, 32),
+    known = {"mnist": (1, 28, 28), "synth_hand": (1, 28, 28), "synth_street": (3, 32, 32), "view1": (1, 28, 28),
+             "view2": (1, 28, 28), "mnist_rotated": (1, 28, 28), "text": (8, 71),
              **{f"rot{a}": (1, 28, 28) for a in (0, 90, 180, 270)}}
+    built: set[str] = set()
     for name in names:
         e = EXPERIMENTS.get(name)
         labels = {c.label for c in e.columns}
@@ -82,7 +85,9 @@ def test_registered_paper_experiments_are_well_formed():
         for scale in SCALES:
             for row in e.rows:
                 config = load_config(row.config, [*e.scales[scale].overrides_for(row.config), *row.overrides])
-                build_model(config.model, {m: known[m] for m in config.model.modalities})
+                if repr(config.model) not in built:
+                    built.add(repr(config.model))
+                    build_model(config.model, {m: known[m] for m in config.model.modalities})
 
 
 def test_cli_lists_and_rejects_unknown_names(capsys):
@@ -140,3 +145,64 @@ def test_scale_overrides_by_model():
     assert scale.overrides_for("ci-mmvae-default") == ["train.epochs=1", "model.options.K=5", "model.contrastive.K=3"]
     assert scale.overrides_for("ci-jmvae-default") == ["train.epochs=1", "model.contrastive.K=3"]
     assert scale.overrides_for("mvae-default") == ["train.epochs=1"]
+
+
+def test_cmmd_tables_read_the_right_metric_per_row():
+    """Table 2's M- and CMMD rows read their own metrics from the CMMD run; accuracy columns
+    are 100 - 100 * error; each CMMD row of the text table fills only its subset's column."""
+    t2 = EXPERIMENTS.get("cmmd-table2")
+    rows = {r.label: r for r in t2.rows}
+    (error,) = t2.columns
+    assert rows["M-"].config == rows["CMMD"].config == rows["CMMD (linear probe)"].config
+    assert t2.metrics_of(rows["M-"]) == ["observed_only_classifier"]
+    assert t2.metrics_of(rows["CMMD"]) == ["prediction_error"]
+    assert t2.metrics_of(rows["VCCA"]) == ["downstream_classification"]
+    assert t2.column_for(rows["CMMD"], error).key == "error" and error.value(0.024) == pytest.approx(2.4)
+    text = EXPERIMENTS.get("cmmd-mnist-svhn-text")
+    assert text.columns[0].value(0.25) == pytest.approx(75.0)
+    cmmd_rows = [r for r in text.rows if r.label.startswith("CMMD")]
+    assert len(cmmd_rows) == 6  # every observed subset that leaves a modality missing
+    for row in cmmd_rows:
+        filled = [c.label for c in text.columns if text.column_for(row, c) is not None]
+        assert len(filled) == 1 and row.label == f"CMMD (observed {filled[0]})"
+
+
+if "tiny-substitution" not in EXPERIMENTS:
+    SHARED = tuple(TINY_CONFIG)
+    register(Experiment(
+        name="tiny-substitution",
+        title="Rows reading other metrics",
+        reference="Nobody et al., Table 0",
+        dataset="tiny-pairs (test data)",
+        rows=(Row("Mplain", "default", SHARED),
+              Row("Mother key", "default", SHARED, metric_for={"error a": ("latent_accuracy", "b")}),
+              Row("Mother metric", "default", SHARED, metric_for={"error a": ("joint_log_likelihood", "log p(a,b)")}),
+              Row("Mblank", "default", SHARED, metric_for={"error a": None})),
+        columns=(Column("error a", "latent_accuracy", "a", -100, 100),),
+        published={},
+        scales={s: TINY for s in SCALES},
+    ))
+
+
+def test_rows_substitute_a_columns_metric_sharing_one_run(tmp_path):
+    md, _ = reproduce("tiny-substitution", "smoke", [1], tmp_path)
+    experiment = EXPERIMENTS.get("tiny-substitution")
+    run_dirs = {run_dir_of(tmp_path, "smoke", r, 1) for r in experiment.rows}
+    assert len(run_dirs) == 1 and len(list((tmp_path / "runs").rglob("model.pt"))) == 1
+    results = read_eval(run_dirs.pop())
+    assert set(results) >= {"latent_accuracy", "joint_log_likelihood"}  # the substitute metric was computed
+    cells = table_cells(md.read_text())
+    assert cells["Mplain"][0] == fmt(100 - 100 * results["latent_accuracy"]["a"], 0.0, 1)
+    assert cells["Mother key"][0] == fmt(100 - 100 * results["latent_accuracy"]["b"], 0.0, 1)
+    assert cells["Mother metric"][0] == fmt(100 - 100 * results["joint_log_likelihood"]["log p(a,b)"], 0.0, 1)
+    assert cells["Mblank"][0] == "–"
+    assert experiment.metrics_of(experiment.rows[3]) == []
+
+
+def test_bad_substitutions_are_clear_errors():
+    common = dict(title="t", reference="r", dataset="d", columns=(Column("acc", "latent_accuracy", "a"),),
+                  published={}, scales={s: TINY for s in SCALES})
+    with pytest.raises(ValueError, match=r"substitutes unknown columns \['accuracy'\]"):
+        Experiment(name="bad", rows=(Row("x", "default", metric_for={"accuracy": ("latent_accuracy", "b")}),), **common)
+    with pytest.raises(ValueError, match="must be \\(metric, key\\) pairs or None"):
+        Experiment(name="bad", rows=(Row("x", "default", metric_for={"acc": "latent_accuracy"}),), **common)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -47,6 +49,11 @@ def at_least(name: str, value: float, minimum: float) -> None:
     """Raise a ValueError naming the option if `value` < `minimum`."""
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def nonempty_subsets(names: list[str]) -> list[list[str]]:
+    """Every non-empty subset of `names`, by size, each in the order of `names`."""
+    return [list(c) for r in range(1, len(names) + 1) for c in itertools.combinations(names, r)]
 
 
 @dataclass
@@ -160,8 +167,15 @@ class MultimodalVAE(TrainedModel):
 
     @property
     def inference_modalities(self) -> list[str]:
-        """The modalities `encode` may condition on (every subset of them)."""
+        """The modalities `encode` may condition on (every subset of them, unless
+        `inference_subsets` says otherwise)."""
         return self.names
+
+    @property
+    def inference_subsets(self) -> list[list[str]]:
+        """The sets of modalities `encode` accepts: every non-empty subset of
+        `inference_modalities`, in their order."""
+        return nonempty_subsets(self.inference_modalities)
 
     def check_names(self, names: list[str] | None) -> list[str]:
         """Validate a list of modality names (None means all)."""
@@ -226,6 +240,18 @@ class MultimodalVAE(TrainedModel):
         for source in names:
             grids[f"from-{source}"] = [batch.data[source]] + [self.cross_generate(batch, source, t) for t in names]
         return grids
+
+    def text_rows(self, batch: Batch, names: list[str], n: int) -> dict[str, Tensor]:
+        """Labelled strings (N, L, V) of the text modalities `names` for the trainer's text
+        file: "joint <t>" (`n` prior draws, the joint grid's), then per source modality
+        "data <source>" (if it is text) and "<source> -> <t>" (its cross generations)."""
+        rows = {f"joint {t}": x for t, x in self.sample(n, names).items()}
+        for source in self.names:
+            if source in names:
+                rows[f"data {source}"] = batch.data[source]
+            for t in names:
+                rows[f"{source} -> {t}"] = self.cross_generate(batch, source, t)
+        return rows
 
     def latent_kl_pairs(self, batch: Batch) -> dict[str, tuple[Distribution, Distribution, Tensor]]:
         """Named (q, p, rows) whose per-dimension KL(q || p) the posterior-collapse measure

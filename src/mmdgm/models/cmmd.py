@@ -305,6 +305,11 @@ class CMMD(MultimodalVAE):
         """The observed modalities; `encode` takes them all together, not a subset."""
         return list(self.observed)
 
+    @property
+    def inference_subsets(self) -> list[list[str]]:
+        """Only the observed set as a whole: the prior conditions on all of it."""
+        return [list(self.observed)]
+
     def encode(self, batch: Batch, modalities: list[str] | None = None) -> Normal:
         """The conditional prior p(z | x_observed): CMMD's representation at test time.
         `modalities` (None: the observed ones) must name exactly the observed modalities."""
@@ -356,6 +361,15 @@ class CMMD(MultimodalVAE):
             if m in names:
                 rows += [batch.data[m], generated[m]]
         return {"missing": rows}
+
+    @torch.no_grad()
+    def text_rows(self, batch: Batch, names: list[str], n: int) -> dict[str, Tensor]:
+        """The text modalities `names` of `batch` ("data <m>") and, for each missing one,
+        its `generate_missing` from the observed modalities ("<observed> -> <m>")."""
+        generated = self.generate_missing(batch)
+        rows = {f"data {m}": batch.data[m] for m in names}
+        rows |= {f"{'+'.join(self.observed)} -> {m}": generated[m] for m in names if m in self.missing}
+        return rows
 
     def latent_kl_pairs(self, batch: Batch) -> dict[str, tuple[Distribution, Distribution, Tensor]]:
         """Posterior collapse pairs (§4.2, Fig. 2, 5): the posterior against the conditional

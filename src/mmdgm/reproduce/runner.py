@@ -43,8 +43,9 @@ def ensure_propagated(experiment: Experiment, row: Row, scale: str, seed: int, r
     path = run_dir / "results.json"
     if path.exists():
         return json.loads(path.read_text())
-    metrics = sorted({c.propagation_path.split("/")[-1] for c in experiment.columns
-                      if (c.propagation_path or "").startswith("runs/")})
+    sources = [experiment.column_for(row, c) for c in experiment.columns]
+    metrics = sorted({c.propagation_path.split("/")[-1] for c in sources
+                      if c is not None and (c.propagation_path or "").startswith("runs/")})
     plan = Plan(config=row.config, related_fraction=row.propagation, seed=seed,
                 overrides=[*experiment.scales[scale].overrides_for(row.config), *row.overrides], metrics=metrics,
                 **experiment.scales[scale].metric_options.get("label_propagation", {}))
@@ -83,10 +84,10 @@ def ensure_trained(
     return "trained"
 
 
-def ensure_evaluated(experiment: Experiment, scale: str, run_dir: Path, device: str = "auto") -> dict[str, Any]:
-    """Metrics of the experiment's columns, computing only those not yet in eval.json."""
+def ensure_evaluated(experiment: Experiment, row: Row, scale: str, run_dir: Path, device: str = "auto") -> dict[str, Any]:
+    """The metrics `row` reads (on `device`), computing only those not yet in eval.json."""
     results = read_eval(run_dir)
-    missing = [m for m in experiment.metrics if m not in results]
+    missing = [m for m in experiment.metrics_of(row) if m not in results]
     if missing:
         options = {m: o for m, o in experiment.scales[scale].metric_options.items() if m in missing}
         results = evaluate_run(run_dir, missing, options, train_classifiers=True, device=device)
@@ -166,14 +167,15 @@ def reproduce(
             else:
                 done = ensure_trained(experiment, i, scale, seed, run_dir, device)
                 log.info("%s seed %d: %s (%s)", row.label, seed, done, run_dir)
-                results = ensure_evaluated(experiment, scale, run_dir, device)
+                results = ensure_evaluated(experiment, row, scale, run_dir, device)
                 runs.setdefault(row.label, []).append(run_dir)
             for c in experiment.columns:
-                if (c.propagation_path is None) != (row.propagation is None):
+                source = experiment.column_for(row, c)
+                if source is None or (source.propagation_path is None) != (row.propagation is None):
                     continue
-                value = lookup(results, c.propagation_path or c.metric, c.key)
+                value = lookup(results, source.propagation_path or source.metric, source.key)
                 if isinstance(value, (int, float)):
-                    values[row.label][c.label].append(float(value) * c.scale)
+                    values[row.label][c.label].append(source.value(float(value)))
     cells = {r: {c: cell(v) for c, v in cols.items()} for r, cols in values.items()}
     train_seconds = sum(wall_seconds(d) for ds in runs.values() for d in ds)
     report_dir = out / name / scale

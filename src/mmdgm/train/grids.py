@@ -51,17 +51,8 @@ def text_modalities(model) -> list[str]:
 
 
 def text_lines(model, batch, n: int, names: list[str]) -> list[str]:
-    """Decoded strings of the text modalities `names`: joint samples (same prior draws as
-    the joint grid), then, per source modality, the data and each text generated from it."""
-    lines = []
-    for t, x in model.sample(n, names).items():
-        lines.append(f"joint {t}: " + " | ".join(repr(s) for s in decode(x)))
-    for source in model.names:
-        if source in names:
-            lines.append(f"data {source}: " + " | ".join(repr(s) for s in decode(batch.data[source])))
-        for t in names:
-            lines.append(f"{source} -> {t}: " + " | ".join(repr(s) for s in decode(model.cross_generate(batch, source, t))))
-    return lines
+    """The model's `text_rows` of the text modalities `names`, decoded, one line each."""
+    return [f"{label}: " + " | ".join(repr(s) for s in decode(x)) for label, x in model.text_rows(batch, names, n).items()]
 
 
 @torch.no_grad()
