@@ -422,6 +422,20 @@ def test_store_is_keyed_by_the_dataset_options(tmp_path, capsys):
         load_classifiers("tiny-repaired", ["img"], tmp_path, floor=0.0)
 
 
+def test_observation_protocol_options_do_not_key_or_restrict_the_classifiers(tmp_path):
+    """A run on partially observed or reduced data (observed_fraction, unpaired_scheme,
+    unimodal_fraction) is scored by the classifiers of the full data: the protocol options
+    neither key the store nor reach the builder (tiny-repaired takes none of them)."""
+    protocol = {"observed_fraction": 0.5, "unpaired_scheme": "alternate", "unimodal_fraction": 0.2}
+    full = {"n_rows": 60}
+    assert store_dir("tiny-repaired", tmp_path, {**full, **protocol}) == store_dir("tiny-repaired", tmp_path, full)
+    train_dataset_classifiers("tiny-repaired", tmp_path, {**full, **protocol}, epochs=1, seed=0, progress=False)
+    record = json.loads((store_dir("tiny-repaired", tmp_path, full) / "img.json").read_text())
+    assert record["dataset_options"] == full
+    assert record["n_train"] == len(source_examples(repaired("train", None, n_rows=60), "img")[0])
+    assert set(load_classifiers("tiny-repaired", ["img"], tmp_path, floor=0.0, options={**full, **protocol})) == {"img"}
+
+
 # --- every metric runs on a real MMVAE ----------------------------------------------------
 
 

@@ -3,7 +3,10 @@
 One classifier per modality of a registered dataset built with given options, trained
 on the dataset's unique train source examples (a source image that appears in many
 pairs is seen once per epoch) and tested on the test split's unique sources. The store
-is keyed by the dataset and its options (`classifier_options`). Files:
+is keyed by the dataset and its options (`classifier_options`), less the observation
+protocol's (`observed_fraction`, `unpaired_scheme`, `unimodal_fraction`: they restrict or
+mask the train split only), so a run on partially observed or reduced data is scored by
+the classifiers of the full data, as the papers' pretrained classifiers are. Files:
     cache_dir(root)/classifiers/<store>/<modality>.pt    state dict (atomic write)
     cache_dir(root)/classifiers/<store>/<modality>.json  accuracy, sizes, architecture
 where <store> is the dataset name, followed by "-<hash of the options>" when options
@@ -12,6 +15,7 @@ differ from the builder's defaults.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -28,6 +32,7 @@ from tqdm import tqdm
 
 from mmdgm.config import parse_overrides
 from mmdgm.data import DATASETS, MultimodalDataset
+from mmdgm.data.partial import Protocol
 from mmdgm.data.paths import cache_dir, data_root
 from mmdgm.data.text import ALPHABET
 from mmdgm.evaluate.classifiers import DigitClassifier, accuracy
@@ -35,6 +40,8 @@ from mmdgm.evaluate.text_classifier import DigitWordReader
 from mmdgm.evaluate.vector_classifier import VectorClassifier
 from mmdgm.registry import Registry
 from mmdgm.train.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+
+PROTOCOL_OPTIONS = frozenset(f.name for f in dataclasses.fields(Protocol))
 
 ARCHITECTURES: Registry[Callable[[tuple[int, ...], int], nn.Module]] = Registry("classifier architecture")
 ARCHITECTURES.register("digit-28")(lambda shape, classes: DigitClassifier(shape, classes))
@@ -69,14 +76,19 @@ def architecture_for(shape: tuple[int, ...]) -> str:
     return IMAGE_ARCHITECTURES[shape]
 
 
+def full_data_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    """`options` without the observation protocol's (`mmdgm.data.partial.Protocol`)."""
+    return {k: v for k, v in (options or {}).items() if k not in PROTOCOL_OPTIONS}
+
+
 def classifier_options(dataset_name: str, options: dict[str, Any] | None) -> dict[str, Any]:
     """The dataset options that key the classifiers, sorted: every given option (each may
-    change which source examples the train rows use) except those equal to the builder's
+    change the data) except the observation protocol's and those equal to the builder's
     default, which build the same data."""
     params = inspect.signature(DATASETS.get(dataset_name)).parameters
     return {
         k: v
-        for k, v in sorted((options or {}).items())
+        for k, v in sorted(full_data_options(options).items())
         if not (k in params and params[k].default == v)
     }
 
@@ -165,7 +177,7 @@ def train_dataset_classifiers(
 
     Returns modality -> test accuracy on the test split's unique source examples.
     """
-    options = dict(options or {})
+    options = full_data_options(options)
     root = Path(root) if root is not None else data_root()
     build = DATASETS.get(dataset_name)
     train_set, test_set = build("train", root, **options), build("test", root, **options)
