@@ -1,10 +1,12 @@
 """Fast likelihood evaluation: encoder outputs computed once per batch and reused over the
 chunks of draws (the same numbers as re-encoding per chunk, for every model with a
-likelihood), the memory budget (bytes per draw counted by hand; it changes the work sizes,
+likelihood), the scaled bound from the log-likelihood's own decoder pass, the memory budget (bytes per draw counted by hand; it changes the work sizes,
 never the estimates under a sampler whose draws do not depend on them), and the device
 option."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
@@ -16,7 +18,7 @@ from mmdgm.evaluate.budget import allocated_bytes, bytes_per_draw, plan_sizes
 from mmdgm.evaluate.common import on_device, resolve_device
 from mmdgm.models import MODELS
 from mmdgm.models.base import chunked_log_mean_weight
-from tests.test_eval_likelihood import HashNormal, context, linear_gaussian
+from tests.test_eval_likelihood import Float64Dataset, HashNormal, context, linear_gaussian
 
 GAUSSIAN = {"prior": "normal", "posterior": "normal", "posterior_scale": "exp", "prior_scale": "free"}
 LIKELIHOOD_MODELS = {
@@ -146,3 +148,34 @@ def test_device_option():
     with on_device(model, "cpu"):
         pass
     assert next(model.parameters()).device.type == "cpu"
+
+
+def test_the_scaled_bound_comes_from_the_same_decoder_pass_as_the_log_likelihood():
+    """With llik_scale 3 on u and partially observed rows, one pass (forward-mode tangents
+    in the scales) gives both keys equal to the two separately seeded passes of before,
+    with half the decoder calls."""
+    from mmdgm.evaluate.common import seeded, test_batches
+    from mmdgm.evaluate.likelihood import unit_llik_scales
+
+    model, data, _ = linear_gaussian(12)
+    model.modalities["u"] = dataclasses.replace(model.modalities["u"], llik_scale=3.0)
+    present = torch.arange(12) % 4 != 0
+    data = Float64Dataset(data.sources, data.labels, mask={"v": present})
+    calls = []
+    for decoder in model.decoders.values():
+        decoder.register_forward_hook(lambda *_: calls.append(1))
+    ctx = context(model, data, batch_size=5)
+    out = METRICS.get("joint_log_likelihood")(ctx, K=40, chunk=15)
+    one_pass = len(calls)
+    calls.clear()
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        with seeded(0, cpu), unit_llik_scales(model):
+            unit = torch.cat([model.log_likelihood(b, K=40, chunk=15) for b in test_batches(ctx, None, "t")])
+        with seeded(0, cpu):
+            scaled = torch.cat([model.log_likelihood(b, K=40, chunk=15) for b in test_batches(ctx, None, "t")])
+    assert len(calls) == 2 * one_pass
+    assert out["log p(u,v)"] == pytest.approx(float(unit.mean()), abs=1e-9)
+    assert out["scaled bound(u,v)"] == pytest.approx(float(scaled.mean()), abs=1e-9)
+    assert out["log p(u,v)"] - out["scaled bound(u,v)"] > 5.0
+    assert model.modalities["u"].llik_scale == 3.0

@@ -13,9 +13,11 @@ import contextlib
 import dataclasses
 import itertools
 import math
+import warnings
 from collections.abc import Callable, Iterator
 
 import torch
+import torch.autograd.forward_ad as fwad
 from torch import Tensor
 
 from mmdgm.batch import Batch
@@ -24,7 +26,7 @@ from mmdgm.evaluate.budget import bytes_per_draw, plan_sizes
 from mmdgm.evaluate.common import module_device, on_device, seeded, test_batches, test_rows
 from mmdgm.evaluate.context import EvalContext
 from mmdgm.evaluate.registry import METRICS
-from mmdgm.models.base import MultimodalVAE
+from mmdgm.models.base import MultimodalVAE, chunked_log_mean_weight
 
 
 def mean_and_stderr(values: Tensor) -> tuple[float, float | None]:
@@ -52,6 +54,45 @@ def unit_llik_scales(model: MultimodalVAE) -> Iterator[None]:
         model.modalities = specs
 
 
+@contextlib.contextmanager
+def unit_llik_scales_with_tangents(model: MultimodalVAE) -> Iterator[None]:
+    """Within the block (under an open `forward_ad.dual_level`), every `llik_scale` is 1
+    carrying the forward-mode tangent s_m - 1 of the model's own scale s_m. The
+    log-weights are linear in the scales (log p(z) + sum_m s_m log p(x_m | z) - log q),
+    so they come out as duals: primal the unit-scale value, primal + tangent the scaled
+    one, exactly, from one pass through the decoders (whose outputs carry no tangent)."""
+    specs = model.modalities
+    like = next(model.parameters())
+    one = torch.ones((), dtype=like.dtype, device=like.device)
+    with warnings.catch_warnings():  # torch's first make_dual scripts its decompositions
+        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=DeprecationWarning)
+        model.modalities = {
+            n: dataclasses.replace(spec, llik_scale=fwad.make_dual(one, one * (spec.llik_scale - 1.0)))
+            for n, spec in specs.items()
+        }
+    try:
+        yield
+    finally:
+        model.modalities = specs
+
+
+def unit_and_scaled_log_likelihood(model: MultimodalVAE, batch: Batch, K: int, chunk: int) -> Tensor:
+    """(2, B): `log_likelihood(batch, K, chunk)` with every llik_scale 1, and with the
+    model's scales, from the same draws and one pass (`unit_llik_scales_with_tangents`)."""
+    batch.validate(model.modalities)
+    batch = batch.zero_missing()
+    with fwad.dual_level(), unit_llik_scales_with_tangents(model):
+        proposal = model.joint_proposal(batch)
+
+        def draw(k: int) -> tuple[Tensor, Tensor]:
+            lw, count = model.joint_log_weights(batch, k, proposal)
+            unit, tangent = fwad.unpack_dual(lw)
+            scaled = unit if tangent is None else unit + tangent
+            return torch.stack([unit, scaled], 1), count
+
+        return chunked_log_mean_weight(draw, K, chunk)
+
+
 def first_row(ctx: EvalContext) -> Batch:
     """Test row 0 on the model's device, unobserved entries zeroed (the budget probe's)."""
     return ctx.test_set.batch(torch.arange(1)).to(module_device(ctx.model)).zero_missing()
@@ -66,14 +107,21 @@ def sizes(ctx: EvalContext, memory_mb: float | None, K: int, n: int | None, chun
     return plan_sizes(memory_mb, bytes_per_draw(lambda k: work(first_row(ctx), k)), K, test_rows(ctx, n, desc))
 
 
-def model_log_likelihoods(ctx: EvalContext, K: int, n: int | None, chunk: int, memory_mb: float | None) -> Tensor:
-    """The model's `log_likelihood(batch, K, chunk)` of the first n test rows, (rows,)."""
+def model_log_likelihoods(
+    ctx: EvalContext, K: int, n: int | None, chunk: int, memory_mb: float | None, scaled: bool
+) -> Tensor:
+    """The model's `log_likelihood(batch, K, chunk)` of the first n test rows with every
+    llik_scale 1, (rows,); with `scaled`, also with the model's scales, (2, rows)."""
     desc = "joint log-likelihood"
     model = ctx.model
     rows, chunk = sizes(ctx, memory_mb, K, n, chunk, desc,
                         lambda row, k: model.joint_log_weights(row, k, model.joint_proposal(row)))
     with seeded(ctx.seed, module_device(model)):
-        return torch.cat([model.log_likelihood(b, K=K, chunk=chunk).cpu() for b in test_batches(ctx, n, desc, rows)])
+        if scaled:
+            return torch.cat([unit_and_scaled_log_likelihood(model, b, K, chunk).cpu()
+                              for b in test_batches(ctx, n, desc, rows)], 1)
+        with unit_llik_scales(model):
+            return torch.cat([model.log_likelihood(b, K=K, chunk=chunk).cpu() for b in test_batches(ctx, n, desc, rows)])
 
 
 @METRICS.register("joint_log_likelihood")
@@ -90,7 +138,8 @@ def joint_log_likelihood(
     log-likelihood. When a modality has `llik_scale` != 1 and `scaled` is true, the
     training-time value with the scales applied (what the official MMVAE evaluation
     reports; not a log-likelihood) is added as "scaled bound(<names>)", from the same
-    draws. Partially observed rows contribute log p(x_observed).
+    draws and the same decoder pass (`unit_llik_scales_with_tangents`). Partially
+    observed rows contribute log p(x_observed).
 
     Work sizes: `ctx.batch_size` rows and `chunk` draws per component at a time, or, with
     `memory_mb`, as many as that budget holds (`budget.plan_sizes`); `device` ("auto": the
@@ -100,11 +149,10 @@ def joint_log_likelihood(
     """
     check_samples(K, chunk)
     names = ",".join(ctx.model.names)
+    scaled = scaled and any(spec.llik_scale != 1.0 for spec in ctx.model.modalities.values())
     with on_device(ctx.model, device):
-        with unit_llik_scales(ctx.model):
-            values = {f"log p({names})": model_log_likelihoods(ctx, K, n, chunk, memory_mb)}
-        if scaled and any(spec.llik_scale != 1.0 for spec in ctx.model.modalities.values()):
-            values[f"scaled bound({names})"] = model_log_likelihoods(ctx, K, n, chunk, memory_mb)
+        v = model_log_likelihoods(ctx, K, n, chunk, memory_mb, scaled)
+    values = {f"log p({names})": v[0], f"scaled bound({names})": v[1]} if scaled else {f"log p({names})": v}
     out: dict = {}
     stderr = {}
     for key, v in values.items():
