@@ -7,17 +7,14 @@ backward FLOPs of one step counted by torch's FlopCounterMode: convolutions, tra
 convolutions and matmuls; achieved FLOP/s over the mean of the fp32 matmul FLOP/s measured
 just before and just after that setting),
 the K=1 ELBO step,
-the K=30 step with the SVHN networks in NCHW layout (what channels-last buys) and with the
-SVHN decoder's output layer as oneDNN's transposed convolution (what the sub-pixel
-formulation buys), and with
+the K=30 step with the SVHN networks in NCHW layout (what channels-last buys), and with
 `--estimators` the step of every MMVAE objective at K=2 and K=30, with `--contrastive` the
 K=2 step with the contrastive objective (IWAE and CUBO term 2, N=5 anchored and repaired
 negatives, K=2).
 `--device` (cpu, cuda, auto) and `--precision` (fp32; tf32, bf16 and fp16 autocast on CUDA)
 pick where and how the steps run; `--compile` adds the K=30 step with torch.compile'd
 encoders and decoders, its compile time (first step minus a timed step) and the number of
-steps after which it pays for itself. `--only-k30` times the K=30 step and its sub-pixel
-ablation only.
+steps after which it pays for itself. `--only-k30` times the K=30 step alone.
 Usage: python benchmarks/train_throughput.py [--steps N] [--threads T] [--device D] [--precision P]
        [--compile] [--only-k30] [--estimators] [--contrastive]
 """
@@ -41,7 +38,6 @@ SHAPES = {"mnist": (1, 28, 28), "svhn": (3, 32, 32)}
 
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-TRANSPOSED = ("model.modalities.svhn.decoder_options={subpixel_output: false}",)
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
 
@@ -112,10 +108,8 @@ def train_step(model, opt, batch, device: torch.device, precision: str) -> None:
 
 
 def step_flops(K: int, objective: str, batch_size: int, device: torch.device) -> int:
-    """Forward + backward FLOPs of one training step (FlopCounterMode: matmuls and
-    convolutions) with the SVHN output layer counted as the transposed convolution it is
-    (the sub-pixel formulation spends 2.25x its multiply-adds, on zeros)."""
-    model, opt, batch = setup(K, objective, batch_size, TRANSPOSED, device)
+    """Forward + backward FLOPs of one training step (FlopCounterMode: matmuls and convolutions)."""
+    model, opt, batch = setup(K, objective, batch_size, (), device)
     with FlopCounterMode(display=False) as counter:
         out = model(batch)
         out.loss.backward()
@@ -167,15 +161,11 @@ def main() -> None:
         print(json.dumps({"name": f"matmul_{args.precision}", "gflops": round(matmul_gflops(device, args.precision), 1),
                           **where}), flush=True)
     nchw = ("model.modalities.svhn.net_options={channels_last: false}",)
-    transposed = TRANSPOSED
     k30 = ("mmvae-mnist-svhn K=30 dreg", 30, "dreg", args.steps, ())
-    k30_transposed = ("mmvae-mnist-svhn K=30 dreg, SVHN output layer as a transposed convolution (ablation)",
-                      30, "dreg", args.steps, transposed)
-    settings = [k30, k30_transposed] if args.only_k30 else [
+    settings = [k30] if args.only_k30 else [
         k30,
         ("mmvae-mnist-svhn K=1 elbo", 1, "elbo", args.steps * 10, ()),
         ("mmvae-mnist-svhn K=30 dreg, NCHW convolutions (ablation)", 30, "dreg", args.steps, nchw),
-        k30_transposed,
     ]
     if args.estimators:
         settings += [
@@ -198,7 +188,7 @@ def main() -> None:
             "objective": objective, "pairs_per_s": round(128 / median, 1), "seconds_per_step": round(median, 4),
             "steps": steps, **where,
         }
-        if K == 30 and overrides in ((), transposed):
+        if K == 30 and not overrides:
             record["gflop_per_step"] = round(step_flops(K, objective, 128, device) / 1e9, 1)
             record["achieved_gflops"] = round(record["gflop_per_step"] / median, 1)
         if compiled:
