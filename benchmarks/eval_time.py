@@ -35,7 +35,7 @@ from mmdgm.run import load_config, load_dataset, load_run
 from mmdgm.models.factory import build_model
 
 LIKELIHOOD_METRICS = ("joint_log_likelihood", "conditional_log_likelihoods")
-ONLY = {"joint": ("joint_log_likelihood",), "both": LIKELIHOOD_METRICS}
+ONLY = {"joint": ("joint_log_likelihood",), "conditional": ("conditional_log_likelihoods",), "both": LIKELIHOOD_METRICS}
 
 
 def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
