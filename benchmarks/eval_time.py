@@ -63,7 +63,7 @@ def main() -> None:
     p.add_argument("--only-likelihood", choices=sorted(ONLY), help="time only these likelihood metrics")
     p.add_argument("--memory-mb", type=float, help="the likelihood metrics' memory budget (default: none)")
     p.add_argument("--device", help="the likelihood metrics' device (default: the metric's, 'auto')")
-    p.add_argument("--no-scaled", action="store_true", help="joint: log p only, without the scaled bound's pass")
+    p.add_argument("--no-scaled", action="store_true", help="joint: log p only (the metric's scaled=False)")
     args = p.parse_args()
     ll_options = {"n": args.ll_rows}
     if args.memory_mb is not None:
