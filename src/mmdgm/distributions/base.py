@@ -25,10 +25,13 @@ class AbsDiffSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, loc: Tensor, x: Tensor, dims: int) -> Tensor:
         diff = x - loc
-        ctx.save_for_backward(diff)
         ctx.dims = dims
         ctx.x_shape = x.shape
-        return diff.abs().flatten(-dims).sum(-1)
+        summed = tuple(range(-dims, 0))  # no flatten: it copies channels-last outputs
+        if not any(ctx.needs_input_grad):
+            return diff.abs_().sum(summed)
+        ctx.save_for_backward(diff)
+        return diff.abs().sum(summed)
 
     @staticmethod
     def backward(ctx, grad: Tensor):

@@ -2,8 +2,9 @@
 
 Every estimate is an importance-sampled IWAE value (Burda et al.; MMVAE eq. 2) with
 K = 1000 samples by default (MMVAE footnote 4), computed per data point, batched over
-data points and chunked over samples. Formulas and the reading of Table 3:
-docs/evaluation-likelihood.md.
+data points and chunked over samples (sizes from `ctx.batch_size` and `chunk`, or from a
+`memory_mb` budget), the encoders run once per batch, on the GPU when present (`device`).
+Formulas and the reading of Table 3: docs/evaluation-likelihood.md.
 """
 
 from __future__ import annotations
@@ -12,17 +13,20 @@ import contextlib
 import dataclasses
 import itertools
 import math
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 
 import torch
+import torch.autograd.forward_ad as fwad
 from torch import Tensor
 
 from mmdgm.batch import Batch
 from mmdgm.distributions import MixtureOfExperts
-from mmdgm.evaluate.common import module_device, seeded, test_batches
+from mmdgm.evaluate.budget import bytes_per_draw, plan_sizes
+from mmdgm.evaluate.common import module_device, on_device, seeded, test_batches, test_rows
 from mmdgm.evaluate.context import EvalContext
 from mmdgm.evaluate.registry import METRICS
-from mmdgm.models.base import MultimodalVAE
+from mmdgm.models.base import MultimodalVAE, chunked_log_mean_weight
 
 
 def mean_and_stderr(values: Tensor) -> tuple[float, float | None]:
@@ -50,19 +54,81 @@ def unit_llik_scales(model: MultimodalVAE) -> Iterator[None]:
         model.modalities = specs
 
 
-def model_log_likelihoods(ctx: EvalContext, K: int, n: int | None, chunk: int) -> Tensor:
-    """The model's `log_likelihood(batch, K, chunk)` of the first n test rows, (rows,)."""
-    with seeded(ctx.seed, module_device(ctx.model)):
-        return torch.cat([
-            ctx.model.log_likelihood(batch, K=K, chunk=chunk).cpu()
-            for batch in test_batches(ctx, n, "joint log-likelihood")
-        ])
+@contextlib.contextmanager
+def unit_llik_scales_with_tangents(model: MultimodalVAE) -> Iterator[None]:
+    """Within the block (under an open `forward_ad.dual_level`), every `llik_scale` is 1
+    carrying the forward-mode tangent s_m - 1 of the model's own scale s_m. The
+    log-weights are linear in the scales (log p(z) + sum_m s_m log p(x_m | z) - log q),
+    so they come out as duals: primal the unit-scale value, primal + tangent the scaled
+    one, exactly, from one pass through the decoders (whose outputs carry no tangent)."""
+    specs = model.modalities
+    like = next(model.parameters())
+    one = torch.ones((), dtype=like.dtype, device=like.device)
+    with warnings.catch_warnings():  # torch's first make_dual scripts its decompositions
+        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=DeprecationWarning)
+        model.modalities = {
+            n: dataclasses.replace(spec, llik_scale=fwad.make_dual(one, one * (spec.llik_scale - 1.0)))
+            for n, spec in specs.items()
+        }
+    try:
+        yield
+    finally:
+        model.modalities = specs
+
+
+def unit_and_scaled_log_likelihood(model: MultimodalVAE, batch: Batch, K: int, chunk: int) -> Tensor:
+    """(2, B): `log_likelihood(batch, K, chunk)` with every llik_scale 1, and with the
+    model's scales, from the same draws and one pass (`unit_llik_scales_with_tangents`)."""
+    batch.validate(model.modalities)
+    batch = batch.zero_missing()
+    with fwad.dual_level(), unit_llik_scales_with_tangents(model):
+        proposal = model.joint_proposal(batch)
+
+        def draw(k: int) -> tuple[Tensor, Tensor]:
+            lw, count = model.joint_log_weights(batch, k, proposal)
+            unit, tangent = fwad.unpack_dual(lw)
+            scaled = unit if tangent is None else unit + tangent
+            return torch.stack([unit, scaled], 1), count
+
+        return chunked_log_mean_weight(draw, K, chunk)
+
+
+def first_row(ctx: EvalContext) -> Batch:
+    """Test row 0 on the model's device, unobserved entries zeroed (the budget probe's)."""
+    return ctx.test_set.batch(torch.arange(1)).to(module_device(ctx.model)).zero_missing()
+
+
+def sizes(ctx: EvalContext, memory_mb: float | None, K: int, n: int | None, chunk: int, desc: str,
+          work: Callable[[Batch, int], object]) -> tuple[int, int]:
+    """(rows per batch, draws per chunk): `ctx.batch_size` and `chunk` without a budget,
+    else `plan_sizes` for the bytes per draw of `work(row, k)` on the first test row."""
+    if memory_mb is None:
+        return ctx.batch_size, chunk
+    return plan_sizes(memory_mb, bytes_per_draw(lambda k: work(first_row(ctx), k)), K, test_rows(ctx, n, desc))
+
+
+def model_log_likelihoods(
+    ctx: EvalContext, K: int, n: int | None, chunk: int, memory_mb: float | None, scaled: bool
+) -> Tensor:
+    """The model's `log_likelihood(batch, K, chunk)` of the first n test rows with every
+    llik_scale 1, (rows,); with `scaled`, also with the model's scales, (2, rows)."""
+    desc = "joint log-likelihood"
+    model = ctx.model
+    rows, chunk = sizes(ctx, memory_mb, K, n, chunk, desc,
+                        lambda row, k: model.joint_log_weights(row, k, model.joint_proposal(row)))
+    with seeded(ctx.seed, module_device(model)):
+        if scaled:
+            return torch.cat([unit_and_scaled_log_likelihood(model, b, K, chunk).cpu()
+                              for b in test_batches(ctx, n, desc, rows)], 1)
+        with unit_llik_scales(model):
+            return torch.cat([model.log_likelihood(b, K=K, chunk=chunk).cpu() for b in test_batches(ctx, n, desc, rows)])
 
 
 @METRICS.register("joint_log_likelihood")
 @torch.no_grad()
 def joint_log_likelihood(
-    ctx: EvalContext, K: int = 1000, n: int | None = None, chunk: int = 100, scaled: bool = True
+    ctx: EvalContext, K: int = 1000, n: int | None = None, chunk: int = 100, scaled: bool = True,
+    memory_mb: float | None = None, device: str = "auto",
 ) -> dict:
     """Mean over test rows of the model's own `log_likelihood(batch, K)` (MMVAE Table 3,
     first column: for MMVAE the tight IWAE over K draws from each unimodal posterior,
@@ -72,15 +138,21 @@ def joint_log_likelihood(
     log-likelihood. When a modality has `llik_scale` != 1 and `scaled` is true, the
     training-time value with the scales applied (what the official MMVAE evaluation
     reports; not a log-likelihood) is added as "scaled bound(<names>)", from the same
-    draws. Partially observed rows contribute log p(x_observed). Returns
+    draws and the same decoder pass (`unit_llik_scales_with_tangents`). Partially
+    observed rows contribute log p(x_observed).
+
+    Work sizes: `ctx.batch_size` rows and `chunk` draws per component at a time, or, with
+    `memory_mb`, as many as that budget holds (`budget.plan_sizes`); `device` ("auto": the
+    GPU when present) is where the model runs for the metric. Neither changes the
+    estimator, only which random numbers fall to which row. Returns
     {"log p(<names>)": mean, ["scaled bound(<names>)": mean,] "stderr": {...}, "K", "n"}.
     """
     check_samples(K, chunk)
     names = ",".join(ctx.model.names)
-    with unit_llik_scales(ctx.model):
-        values = {f"log p({names})": model_log_likelihoods(ctx, K, n, chunk)}
-    if scaled and any(spec.llik_scale != 1.0 for spec in ctx.model.modalities.values()):
-        values[f"scaled bound({names})"] = model_log_likelihoods(ctx, K, n, chunk)
+    scaled = scaled and any(spec.llik_scale != 1.0 for spec in ctx.model.modalities.values())
+    with on_device(ctx.model, device):
+        v = model_log_likelihoods(ctx, K, n, chunk, memory_mb, scaled)
+    values = {f"log p({names})": v[0], f"scaled bound({names})": v[1]} if scaled else {f"log p({names})": v}
     out: dict = {}
     stderr = {}
     for key, v in values.items():
@@ -152,7 +224,8 @@ def table3_targets(names: list[str]) -> list[tuple[list[str], dict[str, list[str
 @METRICS.register("conditional_log_likelihoods")
 @torch.no_grad()
 def conditional_log_likelihoods(
-    ctx: EvalContext, K: int = 1000, n: int | None = None, chunk: int = 100
+    ctx: EvalContext, K: int = 1000, n: int | None = None, chunk: int = 100,
+    memory_mb: float | None = None, device: str = "auto",
 ) -> dict:
     """MMVAE Table 3: every modality's marginal log-likelihood estimated with the joint
     and with each single variational posterior as proposal (§4.2: "marginal likelihoods
@@ -171,7 +244,8 @@ def conditional_log_likelihoods(
     "log p(m,n) - log p(m)" (m, n in model order; likewise "- log p(n)"), both terms IWAE
     estimates from the same draws of q(z | x_m, x_n): consistent in K, but not a bound.
     Rows lacking a modality a key needs are left out of that key; "rows" gives each
-    key's count. Returns
+    key's count. `memory_mb` and `device` as for `joint_log_likelihood` (the budget's probe
+    counts the draws of every proposal together). Returns
     {key: mean, "stderr": {key: se}, "rows": {key: count}, "K": K, "n": rows seen}.
     """
     check_samples(K, chunk)
@@ -179,12 +253,17 @@ def conditional_log_likelihoods(
     plan = table3_targets(model.names)
     values: dict[str, list[Tensor]] = {}
     seen = 0
-    with seeded(ctx.seed, module_device(model)):
-        for batch in test_batches(ctx, n, "conditional log-likelihoods"):
-            seen += batch.size
-            for source, targets in plan:
-                for key, est in conditional_rows(model, batch, source, targets, K, chunk).items():
-                    values.setdefault(key, []).append(est.cpu())
+    desc = "conditional log-likelihoods"
+    with on_device(model, device):
+        rows, chunk = sizes(ctx, memory_mb, K, n, chunk, desc, lambda row, k: [
+            proposal_log_means(model, row, source, targets, k, k) for source, targets in plan
+        ])
+        with seeded(ctx.seed, module_device(model)):
+            for batch in test_batches(ctx, n, desc, rows):
+                seen += batch.size
+                for source, targets in plan:
+                    for key, est in conditional_rows(model, batch, source, targets, K, chunk).items():
+                        values.setdefault(key, []).append(est.cpu())
     out: dict = {}
     stderr, rows = {}, {}
     for key in sorted(values):

@@ -268,11 +268,18 @@ class MultimodalVAE(TrainedModel):
         """The joint posterior given the subset `modalities` (None: all observed)."""
         raise NotImplementedError
 
-    def joint_log_weights(self, batch: Batch, K: int) -> tuple[Tensor, Tensor]:
+    def joint_proposal(self, batch: Batch):
+        """The encoder outputs that `joint_log_weights` draws from, for a validated batch
+        with missing entries zeroed; `log_likelihood` computes them once per batch and
+        reuses them for every chunk of draws. Default: `encode(batch)`."""
+        return self.encode(batch)
+
+    def joint_log_weights(self, batch: Batch, K: int, proposal=None) -> tuple[Tensor, Tensor]:
         """Reparameterised log-weights log p(z, x_O) - log q(z | x_O) of K draws per proposal
         component of the model's joint posterior, for a validated batch with missing
         entries zeroed: pooled (N, B) (padding at the most negative float) and the number
-        of real draws per data point (B,)."""
+        of real draws per data point (B,). `proposal`: `joint_proposal(batch)`, computed
+        when None (the same draws either way: encoders draw no random numbers in eval mode)."""
         raise NotImplementedError
 
     def bound(self, batch: Batch, K: int, estimator: str = "iwae") -> Tensor:
@@ -284,10 +291,12 @@ class MultimodalVAE(TrainedModel):
     @torch.no_grad()
     def log_likelihood(self, batch: Batch, K: int = 1000, chunk: int = 100) -> Tensor:
         """IWAE estimate of log p(x_observed) with K draws per proposal component of
-        `joint_log_weights`, accumulated over chunks of draws; shape (B,)."""
+        `joint_log_weights`, accumulated over chunks of draws, the encoders run once
+        (`joint_proposal`); shape (B,)."""
         batch.validate(self.modalities)
         batch = batch.zero_missing()
-        return chunked_log_mean_weight(lambda k: self.joint_log_weights(batch, k), K, chunk)
+        proposal = self.joint_proposal(batch)
+        return chunked_log_mean_weight(lambda k: self.joint_log_weights(batch, k, proposal), K, chunk)
 
     def forward(self, batch: Batch) -> ModelOutput:
         """The training objective (for adversarial models, the generator's); also what the

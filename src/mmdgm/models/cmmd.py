@@ -425,6 +425,7 @@ class CMMD(MultimodalVAE):
     sample = unsupported("joint sample", NO_PRIOR + "; generate_missing(batch) generates the missing modalities")
     reconstruct = unsupported("reconstruction", "it decodes only its missing modalities, from x_observed; use generate_missing(batch)")
     log_likelihood_terms = unsupported("joint log-likelihood", NOT_JOINT)
+    joint_proposal = unsupported("joint importance-sampling proposal", NOT_JOINT)
     joint_log_weights = unsupported("joint log-weights", NOT_JOINT)
     bound = unsupported("bound on log p(x)", NOT_JOINT)
     log_likelihood = unsupported("log-likelihood estimate", NOT_JOINT)

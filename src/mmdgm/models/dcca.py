@@ -182,7 +182,10 @@ class DCCA(TrainedModel):
     def latent_kl_pairs(self, batch: Batch):
         self.not_generative("prior or posterior densities")
 
-    def joint_log_weights(self, batch: Batch, K: int):
+    def joint_proposal(self, batch: Batch):
+        self.not_generative("likelihood proposal")
+
+    def joint_log_weights(self, batch: Batch, K: int, proposal=None):
         self.not_generative("likelihood")
 
     def bound(self, batch: Batch, K: int, estimator: str = "iwae"):

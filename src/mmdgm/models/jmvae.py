@@ -163,10 +163,10 @@ class JMVAE(MultimodalVAE):
             }
         return ModelOutput(loss, metrics, per_point)
 
-    def joint_log_weights(self, batch: Batch, K: int) -> tuple[Tensor, Tensor]:
+    def joint_log_weights(self, batch: Batch, K: int, proposal=None) -> tuple[Tensor, Tensor]:
         """K draws of `encode(batch)`: the joint encoder on complete rows, the product of
         observed experts elsewhere."""
-        q = self.encode(batch)
+        q = self.joint_proposal(batch) if proposal is None else proposal
         z = q.rsample((K,))
         lw = self.prior().log_prob(z).sum(-1) + self.log_likelihood_terms(batch, z) - q.log_prob(z).sum(-1)
         return lw, torch.full((batch.size,), K)

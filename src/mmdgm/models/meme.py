@@ -169,14 +169,21 @@ class MEME(MultimodalVAE):
         z = Normal(loc[pick], scale[pick]).sample()
         return {k: d.mean for k, d in self.decode(z, names).items()}
 
-    def directional_log_weights(self, batch: Batch, K: int) -> dict[tuple[str, str], tuple[Tensor, Tensor]]:
+    def joint_proposal(self, batch: Batch) -> dict[str, Normal]:
+        """Each unimodal posterior q(z | x_m), the proposals of `directional_log_weights`."""
+        return {m: self.posterior(m, batch.data[m]) for m in self.names}
+
+    def directional_log_weights(
+        self, batch: Batch, K: int, proposal: dict[str, Normal] | None = None
+    ) -> dict[tuple[str, str], tuple[Tensor, Tensor]]:
         """For each direction (s, t), log-weights (K, B) of its two factors of
         p(s, t) = p(t) p(s|t): log p(s|z) + log p(z|t) - log q(z|s), z ~ q(z|s) (an IWAE
         estimate of log p(s|t) = log int p(s|z) p(z|t) dz, t's encoder as the conditional
         prior), and log p(t|z) + log p_lambda^s(z) - log q(z|t), z ~ q(z|t) (log p(t) under
         s's pseudo-sample prior). One set of K draws per posterior serves both directions.
-        Values are meaningful for rows observing both modalities."""
-        q = {m: self.posterior(m, batch.data[m]) for m in self.names}
+        Values are meaningful for rows observing both modalities. `proposal`:
+        `joint_proposal(batch)` (computed when None)."""
+        q = self.joint_proposal(batch) if proposal is None else proposal
         z = {m: q[m].rsample((K,)) for m in self.names}
         own = {m: self.log_lik(m, z[m], batch.data[m]) - q[m].log_prob(z[m]).sum(-1) for m in self.names}
         out = {}
@@ -184,7 +191,9 @@ class MEME(MultimodalVAE):
             out[(s, t)] = (own[s] + q[t].log_prob(z[s]).sum(-1), own[t] + self.pseudo_prior_log_prob(s, z[t]))
         return out
 
-    def joint_log_weights(self, batch: Batch, K: int) -> tuple[Tensor, Tensor]:
+    def joint_log_weights(
+        self, batch: Batch, K: int, proposal: dict[str, Normal] | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Importance weights of the model's density (module docstring), K per row.
 
         One modality observed: p(m) = int p(m|z) p_lambda^other(z) dz with proposal q(z|m).
@@ -193,7 +202,7 @@ class MEME(MultimodalVAE):
         are pooled, i.e. the density is the equal mixture of the two directions' p(s, t)
         (the bidirectional objective trains both)."""
         s, t = self.names
-        weights = self.directional_log_weights(batch, K)
+        weights = self.directional_log_weights(batch, K, proposal)
         (s_given_t, marg_t), (t_given_s, marg_s) = weights[(s, t)], weights[(t, s)]
         both = torch.cat([s_given_t + marg_t, t_given_s + marg_s])
         has_s, has_t = batch.mask[s], batch.mask[t]

@@ -391,7 +391,10 @@ class MMALI(MultimodalVAE):
             "and defines no likelihood p(x | z); use the coherence and latent metrics instead"
         )
 
-    def joint_log_weights(self, batch: Batch, K: int) -> tuple[Tensor, Tensor]:
+    def joint_proposal(self, batch: Batch):
+        self.no_likelihood("importance-sampling proposal")
+
+    def joint_log_weights(self, batch: Batch, K: int, proposal=None) -> tuple[Tensor, Tensor]:
         self.no_likelihood("importance weights")
 
     def bound(self, batch: Batch, K: int, estimator: str = "iwae") -> Tensor:

@@ -107,9 +107,9 @@ class MMJSD(MultimodalVAE):
             }
         return ModelOutput(loss, metrics, per_point)
 
-    def joint_log_weights(self, batch: Batch, K: int) -> tuple[Tensor, Tensor]:
+    def joint_log_weights(self, batch: Batch, K: int, proposal=None) -> tuple[Tensor, Tensor]:
         """K draws per observed expert of the mixture posterior, pooled (as MMVAE's tight bound)."""
-        q = self.encode(batch)
+        q = self.joint_proposal(batch) if proposal is None else proposal
         z = torch.stack([e.rsample((K,)) for e in q.experts])
         lw = self.prior().log_prob(z).sum(-1) + self.log_likelihood_terms(batch, z) - q.log_prob(z)
         return tight(lw, q.mask)[0][0], q.mask.sum(0) * K

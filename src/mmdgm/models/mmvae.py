@@ -101,10 +101,12 @@ class MMVAE(MultimodalVAE):
         mask = torch.stack([batch.mask[n] for n in names])
         return MixtureOfExperts(experts, mask)
 
-    def stratified_sample(self, batch: Batch, K: int, detach_q: bool = False) -> StratifiedSample:
-        """K draws per expert and their log-weights; with `detach_q` the mixture density
-        uses detached encoder parameters (the DReG requirement)."""
-        q = self.encode(batch)
+    def stratified_sample(
+        self, batch: Batch, K: int, detach_q: bool = False, q: MixtureOfExperts | None = None
+    ) -> StratifiedSample:
+        """K draws per expert of `q` (default `encode(batch)`) and their log-weights; with
+        `detach_q` the mixture density uses detached encoder parameters (the DReG requirement)."""
+        q = self.encode(batch) if q is None else q
         base = torch.stack([e.rsample((K,)) for e in q.experts])
         z = base.view_as(base)
         density = MixtureOfExperts([e.detach() for e in q.experts], q.mask) if detach_q else q
@@ -129,7 +131,7 @@ class MMVAE(MultimodalVAE):
             }
         return ModelOutput(loss, metrics, per_point)
 
-    def joint_log_weights(self, batch: Batch, K: int) -> tuple[Tensor, Tensor]:
+    def joint_log_weights(self, batch: Batch, K: int, proposal: MixtureOfExperts | None = None) -> tuple[Tensor, Tensor]:
         """K draws per observed expert of the MoE posterior, pooled (the tight bound's weights)."""
-        s = self.stratified_sample(batch, K)
+        s = self.stratified_sample(batch, K, q=proposal)
         return tight(s.lw, s.mask)[0][0], s.mask.sum(0) * K

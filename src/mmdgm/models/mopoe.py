@@ -104,9 +104,9 @@ class MoPoE(MultimodalVAE):
             }
         return ModelOutput(loss, metrics, per_point)
 
-    def joint_log_weights(self, batch: Batch, K: int) -> tuple[Tensor, Tensor]:
+    def joint_log_weights(self, batch: Batch, K: int, proposal=None) -> tuple[Tensor, Tensor]:
         """K draws from each of a sample's mixture components, pooled (as MMVAE's tight bound)."""
-        q = self.encode(batch)
+        q = self.joint_proposal(batch) if proposal is None else proposal
         components = Normal(torch.stack([c.loc for c in q.experts]), torch.stack([c.scale for c in q.experts]))
         z = components.rsample((K,)).transpose(0, 1)
         lw = self.prior().log_prob(z).sum(-1) + self.log_likelihood_terms(batch, z) - q.log_prob(z)

@@ -124,6 +124,7 @@ class MVAE(MultimodalVAE):
         }
         return ModelOutput(loss, metrics, total)
 
-    def joint_log_weights(self, batch: Batch, K: int) -> tuple[Tensor, Tensor]:
+    def joint_log_weights(self, batch: Batch, K: int, proposal=None) -> tuple[Tensor, Tensor]:
         """K draws of the joint PoE posterior at KL weight 1."""
-        return self.log_weights(batch, self.names, self.encode(batch), K, 1.0)[1], torch.full((batch.size,), K)
+        q = self.joint_proposal(batch) if proposal is None else proposal
+        return self.log_weights(batch, self.names, q, K, 1.0)[1], torch.full((batch.size,), K)

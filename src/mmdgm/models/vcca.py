@@ -47,6 +47,15 @@ class Draws:
 
 
 @dataclass
+class Posteriors:
+    """The latents' posteriors for a batch, before any draw: q(z | x_o) and, for
+    VCCA-private, q_h[m] = q(h_m | x_m); the `joint_proposal` of both models."""
+
+    q: Normal
+    q_h: dict[str, Normal] = field(default_factory=dict)
+
+
+@dataclass
 class Terms:
     """Per-row pieces of the bound: log_lik (K, B) = sum_m s_m log p(x_m | ...) over the
     observed views of each row; kl (B,) = KL(q(z | x_o) || p(z)); kl_private (B,) = sum
@@ -133,9 +142,14 @@ class VCCA(MultimodalVAE):
         return self.posterior(self.view, batch.zero_missing().data[self.view])
 
     # ---- the latents; VCCA-private overrides these four --------------------------------
-    def draws(self, batch: Batch, K: int) -> Draws:
-        """K reparameterised draws of the latents for a batch with missing entries zeroed."""
-        q = self.posterior(self.view, batch.data[self.view])
+    def joint_proposal(self, batch: Batch) -> Posteriors:
+        """q(z | x_o), for a batch with missing entries zeroed."""
+        return Posteriors(self.posterior(self.view, batch.data[self.view]))
+
+    def draws(self, batch: Batch, K: int, posteriors: Posteriors | None = None) -> Draws:
+        """K reparameterised draws of the latents for a batch with missing entries zeroed,
+        from `posteriors` (computed when None)."""
+        q = self.posterior(self.view, batch.data[self.view]) if posteriors is None else posteriors.q
         return Draws(q.rsample((K,)), q)
 
     def decoder_input(self, name: str, d: Draws) -> Tensor:
@@ -178,12 +192,12 @@ class VCCA(MultimodalVAE):
                 metrics["kl_private"] = float(t.kl_private.mean())
         return ModelOutput(loss, metrics, per_point)
 
-    def joint_log_weights(self, batch: Batch, K: int) -> tuple[Tensor, Tensor]:
+    def joint_log_weights(self, batch: Batch, K: int, proposal: Posteriors | None = None) -> tuple[Tensor, Tensor]:
         """lw = log p(z) + sum_m s_m log p(x_m | ...) - log q(z | x_o) (+ the private
         log-ratios), K draws per row: log p(x_observed) by importance sampling with the
         model's own inference networks as proposal."""
         self.require_observed(batch)
-        d = self.draws(batch, K)
+        d = self.draws(batch, K, proposal)
         lw = self.prior().log_prob(d.z).sum(-1) - d.q.log_prob(d.z).sum(-1)
         lw = lw + self.view_log_lik(batch, d) + self.private_log_ratio(batch, d)
         return lw, torch.full((batch.size,), K, device=lw.device)
@@ -262,10 +276,16 @@ class VCCAPrivate(VCCA):
         loc, raw = self.private_encoders[name](self.input_dropout(x))
         return Normal(loc, self.scale_fn(raw))
 
-    def draws(self, batch: Batch, K: int) -> Draws:
-        d = super().draws(batch, K)
+    def joint_proposal(self, batch: Batch) -> Posteriors:
+        """q(z | x_o) and every private q(h_m | x_m)."""
+        p = super().joint_proposal(batch)
+        p.q_h = {name: self.private_posterior(name, batch.data[name]) for name in self.names}
+        return p
+
+    def draws(self, batch: Batch, K: int, posteriors: Posteriors | None = None) -> Draws:
+        d = super().draws(batch, K, posteriors)
         for name in self.names:
-            d.q_h[name] = self.private_posterior(name, batch.data[name])
+            d.q_h[name] = self.private_posterior(name, batch.data[name]) if posteriors is None else posteriors.q_h[name]
             d.h[name] = d.q_h[name].rsample((K,))
         return d
 
