@@ -125,6 +125,9 @@ class MultimodalVAE(nn.Module):
         self.decoders = nn.ModuleDict(
             {m.name: DECODERS.get(m.decoder)(m.shape, latent_dim, **m.decoder_kwargs) for m in modalities}
         )
+        for name, decoder in self.decoders.items():
+            if hasattr(decoder, "tie_weights"):  # a decoder sharing its encoder's weights (cub-sentence)
+                decoder.tie_weights(self.encoders[name])
         self.lik_cls = {m.name: DISTRIBUTIONS.get(m.likelihood) for m in modalities}
         self.register_buffer("prior_loc", torch.zeros(latent_dim))
         self.prior_theta = nn.Parameter(torch.zeros(latent_dim), requires_grad=learn_prior)  # scale 1
