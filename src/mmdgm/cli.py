@@ -63,7 +63,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     _, model, test_set = load_run(run_dir)
     rows = __import__("torch").linspace(0, len(test_set) - 1, args.n).long()
     out = Path(args.out) if args.out else run_dir / "samples"
-    for path in write_model_grids(model, test_set.batch(rows), out, "samples", args.n):
+    for path in write_model_grids(model, test_set.batch(rows), out, "samples", args.n, test_set.vocabularies):
         print(path)
     return 0
 

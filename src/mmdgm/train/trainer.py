@@ -305,7 +305,8 @@ class Trainer:
             self.log_metrics("test", test)
             self.append(TIMING, {"step": p.global_step, "epoch": p.epoch, "seconds": time.time() - start})
             log.info("epoch %d: %s", p.epoch + 1, json.dumps({k: round(v, 3) for k, v in test.items()}))
-            write_model_grids(self.model, self.grid_batch(), self.run_dir / "grids", f"epoch{p.epoch + 1:03d}")
+            write_model_grids(self.model, self.grid_batch(), self.run_dir / "grids", f"epoch{p.epoch + 1:03d}",
+                              vocabularies=self.test_set.vocabularies)
             p.epoch += 1
             p.step = 0
             self.checkpoint()
