@@ -109,7 +109,8 @@ def test_every_builtin_config_builds_its_model():
     from mmdgm.config import builtin_configs
 
     shapes = {"mnist": (1, 28, 28), "synth_hand": (1, 28, 28), "svhn": (3, 32, 32), "synth_street": (3, 32, 32),
-              "view1": (1, 28, 28), "view2": (1, 28, 28), "rot0": (1, 28, 28), "rot90": (1, 28, 28), "text": (8, 71)}
+              "view1": (1, 28, 28), "view2": (1, 28, 28), "rot0": (1, 28, 28), "rot90": (1, 28, 28), "text": (8, 71),
+              "image": (3, 64, 64), "caption": (32, 100)}
     names = builtin_configs()
     assert len(names) >= 15
     for name in names:

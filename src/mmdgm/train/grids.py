@@ -140,7 +140,7 @@ def write_model_grids(model, batch, out_dir: Path, tag: str, n: int = 8, vocabul
     samples and cross generations), and those of text modalities as decoded strings in
     `<tag>-text.txt` (nothing for other modalities, e.g. feature vectors), for up to `n`
     rows of `batch`. Caption modalities are decoded with their `vocabularies`; a model
-    with exactly one image and one text modality also gets `<tag>-captions-<grid>.png`,
+    of one image and one caption modality (one with a vocabulary) also gets `<tag>-captions-<grid>.png`,
     images with their captions written under them (`captioned_rows`).
 
     Each joint-sample column shares one prior draw, so columns show (in)coherence;
@@ -161,10 +161,10 @@ def write_model_grids(model, batch, out_dir: Path, tag: str, n: int = 8, vocabul
             torch.manual_seed(0)
             paths.append(out_dir / f"{tag}-text.txt")
             atomic_write_text(paths[-1], "\n".join(text_lines(model, batch, n, decoders)) + "\n")
-        if len(names) == 1 and len(decoders) == 1:
+        captions = [t for t in decoders if t in (vocabularies or {})]
+        if len(names) == 1 and len(captions) == 1 and len(model.names) == 2:
             torch.manual_seed(0)
-            (text,) = decoders
-            for name, rows in captioned_rows(model, batch, n, names[0], text, decoders[text]).items():
+            for name, rows in captioned_rows(model, batch, n, names[0], captions[0], decoders[captions[0]]).items():
                 paths.append(out_dir / f"{tag}-captions-{name}.png")
                 save_captioned_grid(rows, paths[-1])
     return paths
