@@ -226,3 +226,33 @@ def test_tiny_training_through_the_config(tmp_path, monkeypatch):
     assert "epoch001-captions-joint.png" in grids and "epoch001-captions-from-image.png" in grids
     assert "caption ->" in (run / "grids" / "epoch001-text.txt").read_text()
     assert math.isfinite(float((run / "metrics.jsonl").read_text().count("loss")))
+
+
+@pytest.mark.parametrize("name,options,contrastive", [
+    ("mvae", {"K": 1}, None), ("jmvae", {}, None), ("meme", {"n_pseudo": 3, "inner_samples": 2}, None),
+    ("mmvae", {"K": 2}, {"n_negatives": 2, "K": 2}),
+])
+def test_caption_models_take_a_training_step(data_root, name, options, contrastive):
+    from mmdgm.config import ContrastiveConfig, ModalityConfig, ModelConfig
+    from mmdgm.models.factory import build_model
+
+    ds = DATASETS.get("synthetic-captions")("train", data_root, **OPTS)
+    cfg = ModelConfig(
+        name=name, latent_dim=4, prior="normal", posterior="normal", posterior_scale="softplus", prior_scale="free",
+        learn_prior=False, options=options,
+        contrastive=None if contrastive is None else ContrastiveConfig(**contrastive),
+        modalities={
+            "image": ModalityConfig(encoder="cub-conv", decoder="cub-conv", net_options={"width": 2}),
+            "caption": ModalityConfig(encoder="cub-sentence", decoder="cub-sentence", likelihood="categorical-padded",
+                                      net_options={"embedding_dim": 32, "width": 2}),
+        })
+    model = build_model(cfg, ds.shapes)
+    model.initialise_from_data(ds)
+    batch = ds.batch(torch.arange(8))
+    out = model(batch)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    embedding = model.encoders["caption"].embedding.weight
+    assert embedding.grad is not None and float(embedding.grad.abs().sum()) > 0
+    generated = model.cross_generate(batch, "image", "caption")
+    assert generated.shape == (8, *ds.shapes["caption"])
