@@ -45,7 +45,8 @@ def check_sizes(classes: int | list[int]) -> list[int]:
 
 
 class SceneAttributeClassifier(nn.Module):
-    """conv k4 s2 p1 (32, 64, 64, 128; ReLU) -> fc 128 ReLU dropout -> one head per attribute."""
+    """conv k4 s2 p1 (32, 64, 64, 128; BatchNorm, ReLU) -> fc 128 ReLU dropout -> one head per
+    attribute. (Without BatchNorm, shape stays near chance after 10 epochs at level 5.)"""
 
     def __init__(self, shape: tuple[int, ...], classes: list[int]) -> None:
         super().__init__()
@@ -53,10 +54,10 @@ class SceneAttributeClassifier(nn.Module):
             raise ValueError(f"the scene attribute classifier needs C x 64 x 64 images, got {shape}")
         self.sizes = check_sizes(classes)
         self.body = nn.Sequential(
-            nn.Conv2d(shape[0], 32, 4, 2, 1), nn.ReLU(True),
-            nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(True),
-            nn.Conv2d(64, 64, 4, 2, 1), nn.ReLU(True),
-            nn.Conv2d(64, 128, 4, 2, 1), nn.ReLU(True),
+            nn.Conv2d(shape[0], 32, 4, 2, 1), nn.BatchNorm2d(32), nn.ReLU(True),
+            nn.Conv2d(32, 64, 4, 2, 1), nn.BatchNorm2d(64), nn.ReLU(True),
+            nn.Conv2d(64, 64, 4, 2, 1), nn.BatchNorm2d(64), nn.ReLU(True),
+            nn.Conv2d(64, 128, 4, 2, 1), nn.BatchNorm2d(128), nn.ReLU(True),
             nn.Flatten(), nn.Linear(128 * 16, 128), nn.ReLU(True), nn.Dropout(0.2),
             nn.Linear(128, sum(self.sizes)),
         )
