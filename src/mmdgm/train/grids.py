@@ -53,13 +53,21 @@ def wrap(text: str, font: ImageFont.ImageFont, width: int, draw: ImageDraw.Image
     return lines or [""]
 
 
+def caption_font(size: int = 11) -> ImageFont.ImageFont:
+    """DejaVu Sans when installed (legible word spacing), else Pillow's default font."""
+    try:
+        return ImageFont.truetype("DejaVuSans.ttf", size)
+    except OSError:
+        return ImageFont.load_default()
+
+
 def save_captioned_grid(
     rows: list[tuple[Tensor | None, list[str] | None]], path: Path, zoom: int = 2, pad: int = 4
 ) -> None:
     """Save a grid whose rows are (images (N, C, H, W) or None, captions or None): each
-    column shows the row's image with its caption wrapped under it (Pillow's default font),
+    column shows the row's image with its caption wrapped under it (`caption_font`),
     so generated captions sit next to the images they belong to."""
-    font = ImageFont.load_default()
+    font = caption_font()
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     size = max((max(im.shape[-2:]) for im, _ in rows if im is not None), default=32) * zoom
     cols = max(len(im) if im is not None else len(c or []) for im, c in rows)
