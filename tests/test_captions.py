@@ -122,6 +122,20 @@ def test_parser_inverts_every_template_and_synonym(level):
     assert len(list(names)) == level and list(names) == list(ATTRIBUTES)[:level]  # levels add attributes
 
 
+@pytest.mark.parametrize("template", range(6))
+def test_parser_inverts_each_template_at_every_level(template, monkeypatch):
+    import mmdgm.data.scene_captions as grammar
+
+    monkeypatch.setattr(grammar, "TEMPLATES", (grammar.TEMPLATES[template],))
+    rng = np.random.default_rng(template)
+    for level in range(1, 6):
+        names = level_attributes(level)
+        for row in sample_attributes(60, level, rng).tolist():
+            text = grammar.caption({a: names[a][v] for a, v in zip(names, row)}, rng)
+            assert parse_caption(tokenise(text), level) == row, text
+            assert "  " not in text and len(tokenise(text)) < 24  # fits max_length with the end token
+
+
 def test_parser_rejects_missing_and_contradicting_words():
     assert parse_caption("a red blue circle".split(), 3) == [0, -1, -1]
     assert parse_caption("a big circle at the top".split(), 4) == [0, 1, -1, -1]
