@@ -110,7 +110,7 @@ def test_every_builtin_config_builds_its_model():
 
     shapes = {"mnist": (1, 28, 28), "synth_hand": (1, 28, 28), "svhn": (3, 32, 32), "synth_street": (3, 32, 32),
               "view1": (1, 28, 28), "view2": (1, 28, 28), "text": (8, 71), "mnist_rotated": (1, 28, 28),
-              **{f"rot{a}": (1, 28, 28) for a in (0, 90, 180, 270)}}
+              "image": (3, 64, 64), "caption": (32, 100), **{f"rot{a}": (1, 28, 28) for a in (0, 90, 180, 270)}}
     names = builtin_configs()
     assert len(names) >= 15
     for name in names:

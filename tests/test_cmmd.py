@@ -439,7 +439,7 @@ def test_text_lines_of_cmmd_are_the_data_and_its_generations(tmp_path):
     model = MODELS.get("cmmd")(mods, 2, **GAUSSIAN, observed=["img"], n_classes=2, **SMALL).eval()
     words = encode(["   zero ", "one     "])
     batch = Batch({"img": torch.rand(2, 4), "text": words}, labels=torch.tensor([0, 1]))
-    lines = text_lines(model, batch, 2, ["text"])
+    lines = text_lines(model, batch, 2, {"text": decode})
     generated = decode(model.generate_missing(batch)["text"])
     assert lines == ["data text: '   zero ' | 'one     '", "img -> text: " + " | ".join(repr(s) for s in generated)]
 

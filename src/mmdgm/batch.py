@@ -101,8 +101,14 @@ class Batch:
             )
         for name, spec in modalities.items():
             x = self.data[name]
+            if spec.kind == "text" and x.dtype == torch.long:
+                check_tokens(name, x[self.mask[name]], spec.shape)
+                continue
             if not torch.is_floating_point(x):
-                raise BatchError(f"modality {name!r} has dtype {x.dtype}; expected a float tensor")
+                raise BatchError(
+                    f"modality {name!r} has dtype {x.dtype}; expected a float tensor"
+                    + (" or int64 token indices" if spec.kind == "text" else "")
+                )
             if tuple(x.shape[1:]) != spec.shape:
                 raise BatchError(
                     f"modality {name!r} has sample shape {tuple(x.shape[1:])}; expected {spec.shape}"
@@ -114,3 +120,12 @@ class Batch:
         if not observed.all():
             rows = torch.nonzero(~observed).flatten()[:5].tolist()
             raise BatchError(f"samples {rows} have every modality missing")
+
+
+def check_tokens(name: str, x: Tensor, shape: tuple[int, ...]) -> None:
+    """Raise `BatchError` unless observed token indices `x` (B, L) fit a text modality of
+    shape (L, V): the same length, every index in 0..V-1."""
+    if tuple(x.shape[1:]) != tuple(shape[:-1]):
+        raise BatchError(f"modality {name!r} has token shape {tuple(x.shape[1:])}; expected {tuple(shape[:-1])}")
+    if x.numel() and (int(x.min()) < 0 or int(x.max()) >= shape[-1]):
+        raise BatchError(f"modality {name!r} has token indices {int(x.min())}..{int(x.max())} outside 0..{shape[-1] - 1}")

@@ -92,7 +92,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         model.sample(args.n)  # raises the model's own error naming the limitation
     rows = __import__("torch").linspace(0, len(test_set) - 1, args.n).long()
     out = Path(args.out) if args.out else run_dir / "samples"
-    for path in write_model_grids(model, test_set.batch(rows), out, "samples", args.n):
+    for path in write_model_grids(model, test_set.batch(rows), out, "samples", args.n, test_set.vocabularies):
         print(path)
     return 0
 

@@ -84,7 +84,7 @@ def observe_fraction(ds: MultimodalDataset, f: float, scheme: str = "alternate",
         m = torch.ones(n, dtype=torch.bool)
         m[unpaired] = present[i]
         mask[k] = m
-    return MultimodalDataset(ds.sources, ds.labels, ds.index, mask, ds.name)
+    return ds.like(ds.labels, ds.index, mask)
 
 
 def class_fraction(labels: Tensor, fraction: float, generator: torch.Generator) -> Tensor:

@@ -6,6 +6,10 @@ normalises them with a log-softmax over the last (symbol) dimension, so
 p(x | z) = prod_l softmax(logits_l)[x_l] (Sutter et al. 2020's text likelihood, a
 one-hot categorical per character). Data may be one-hot floats (..., L, V) or symbol
 indices (..., L).
+
+`categorical-padded` is the same likelihood for word-level captions padded to a fixed
+length (`mmdgm.data.vocabulary`): positions holding the padding symbol (index 0)
+contribute exactly 0 to log p(x | z), and so nothing to any gradient.
 """
 
 from __future__ import annotations
@@ -71,3 +75,19 @@ class Categorical(Distribution):
             flat = probs.reshape(-1, probs.shape[-1])
             index = torch.multinomial(flat, 1).view(probs.shape[:-1])
             return torch.nn.functional.one_hot(index, probs.shape[-1]).to(probs.dtype)
+
+
+@DISTRIBUTIONS.register("categorical-padded")
+class PaddedCategorical(Categorical):
+    """`Categorical` whose log_prob is 0 wherever the data hold the padding symbol `pad` (0):
+    log p(x | z) = sum_{l : x_l != pad} log softmax(logits_l)[x_l]."""
+
+    pad = 0
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        lp = super().log_prob(x)
+        if torch.is_floating_point(x):
+            padding = (x[..., self.pad] == 1).unsqueeze(-1)
+        else:
+            padding = (x == self.pad).expand(lp.shape)
+        return torch.where(padding, torch.zeros((), dtype=lp.dtype, device=lp.device), lp)

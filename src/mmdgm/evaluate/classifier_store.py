@@ -35,6 +35,7 @@ from mmdgm.data import DATASETS, MultimodalDataset
 from mmdgm.data.partial import Protocol
 from mmdgm.data.paths import cache_dir, data_root
 from mmdgm.data.text import ALPHABET
+from mmdgm.evaluate.attributes import CaptionAttributeReader, SceneAttributeClassifier
 from mmdgm.evaluate.classifiers import DigitClassifier, accuracy
 from mmdgm.evaluate.text_classifier import DigitWordReader
 from mmdgm.evaluate.vector_classifier import VectorClassifier
@@ -48,6 +49,8 @@ ARCHITECTURES.register("digit-28")(lambda shape, classes: DigitClassifier(shape,
 ARCHITECTURES.register("digit-32")(lambda shape, classes: DigitClassifier(shape, classes))
 ARCHITECTURES.register("vector-mlp")(lambda shape, classes: VectorClassifier(shape[0], classes))
 ARCHITECTURES.register("digit-word-reader")(DigitWordReader)  # exact, nothing to train
+ARCHITECTURES.register("scene-attributes")(SceneAttributeClassifier)  # classes: attribute sizes
+ARCHITECTURES.register("caption-attribute-reader")(CaptionAttributeReader)  # exact, from the vocabulary
 
 IMAGE_ARCHITECTURES = {(1, 28, 28): "digit-28", (3, 32, 32): "digit-32"}
 
@@ -79,6 +82,16 @@ def architecture_for(shape: tuple[int, ...]) -> str:
 def full_data_options(options: dict[str, Any] | None) -> dict[str, Any]:
     """`options` without the observation protocol's (`mmdgm.data.partial.Protocol`)."""
     return {k: v for k, v in (options or {}).items() if k not in PROTOCOL_OPTIONS}
+
+
+def attribute_architecture(shape: tuple[int, ...], caption: bool) -> str:
+    """The attribute reader of a modality of a dataset with attributes: the caption parser
+    for a caption modality, the scene CNN for 64 x 64 images."""
+    if caption:
+        return "caption-attribute-reader"
+    if len(shape) == 3 and tuple(shape[1:]) == (64, 64):
+        return "scene-attributes"
+    raise ValueError(f"no attribute classifier for modality shape {tuple(shape)}; known: C x 64 x 64 images and captions")
 
 
 def classifier_options(dataset_name: str, options: dict[str, Any] | None) -> dict[str, Any]:
@@ -130,7 +143,8 @@ def source_examples(dataset: MultimodalDataset, modality: str) -> tuple[Tensor, 
 
 
 def _float(x: Tensor) -> Tensor:
-    return x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+    """uint8 images to [0, 1] floats, token indices (int64) unchanged, the rest as float."""
+    return x.float().div(255.0) if x.dtype == torch.uint8 else x if x.dtype == torch.long else x.float()
 
 
 def fit_classifier(
@@ -186,11 +200,17 @@ def train_dataset_classifiers(
     for m, shape in train_set.shapes.items():
         x, y = source_examples(train_set, m)
         x_test, y_test = source_examples(test_set, m)
-        classes = int(max(y.max(), y_test.max())) + 1
-        architecture = architecture_for(shape)
+        if train_set.attributes is not None:  # labels index attribute combinations: attribute readers
+            classes = [len(v) for v in train_set.attributes.values()]
+            architecture = attribute_architecture(shape, m in train_set.vocabularies)
+        else:
+            classes = int(max(y.max(), y_test.max())) + 1
+            architecture = architecture_for(shape)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = ARCHITECTURES.get(architecture)(shape, classes).to(device)
+            if m in train_set.vocabularies and hasattr(model, "set_vocabulary"):
+                model.set_vocabulary(train_set.vocabularies[m])
             trainable = any(p.requires_grad for p in model.parameters())
             if trainable:
                 fit_classifier(model, x, y, epochs, seed=seed, progress=progress, desc=f"classifier {m}")

@@ -47,7 +47,8 @@ def svhn_classifier() -> DigitClassifier:
 
 
 def _float(x: Tensor) -> Tensor:
-    return x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+    """uint8 images to [0, 1] floats, token indices (int64) unchanged, the rest as float."""
+    return x.float().div(255.0) if x.dtype == torch.uint8 else x if x.dtype == torch.long else x.float()
 
 
 @torch.no_grad()

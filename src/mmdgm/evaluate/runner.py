@@ -28,7 +28,7 @@ DEFAULT_METRICS = (
     "latent_traversals",
     "latent_kl",
 )
-NEEDS_CLASSIFIERS = {"joint_coherence", "cross_coherence", "synergy_coherence", "generation_diversity"}
+NEEDS_CLASSIFIERS = {"joint_coherence", "cross_coherence", "synergy_coherence", "generation_diversity", "attribute_coherence"}
 NEEDS_TRAIN_SET = {"latent_accuracy", "latent_accuracy_split", "downstream_classification", "observed_only_classifier"}
 
 

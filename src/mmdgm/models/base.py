@@ -157,6 +157,9 @@ class MultimodalVAE(TrainedModel):
         self.decoders = nn.ModuleDict(
             {m.name: DECODERS.get(m.decoder)(m.shape, latent_dim, **m.decoder_kwargs) for m in modalities}
         )
+        for name, decoder in self.decoders.items():
+            if hasattr(decoder, "tie_weights"):  # a decoder sharing its encoder's weights (cub-sentence)
+                decoder.tie_weights(self.encoders[name])
         self.lik_cls = {m.name: DISTRIBUTIONS.get(m.likelihood) for m in modalities}
         self.register_buffer("prior_loc", torch.zeros(latent_dim))
         self.prior_theta = nn.Parameter(torch.zeros(latent_dim), requires_grad=learn_prior)  # scale 1
@@ -241,16 +244,16 @@ class MultimodalVAE(TrainedModel):
             grids[f"from-{source}"] = [batch.data[source]] + [self.cross_generate(batch, source, t) for t in names]
         return grids
 
-    def text_rows(self, batch: Batch, names: list[str], n: int) -> dict[str, Tensor]:
-        """Labelled strings (N, L, V) of the text modalities `names` for the trainer's text
-        file: "joint <t>" (`n` prior draws, the joint grid's), then per source modality
+    def text_rows(self, batch: Batch, names: list[str], n: int) -> dict[str, tuple[str, Tensor]]:
+        """Labelled (text modality, strings) of the text modalities `names` for the trainer's
+        text file: "joint <t>" (`n` prior draws, the joint grid's), then per source modality
         "data <source>" (if it is text) and "<source> -> <t>" (its cross generations)."""
-        rows = {f"joint {t}": x for t, x in self.sample(n, names).items()}
+        rows = {f"joint {t}": (t, x) for t, x in self.sample(n, names).items()}
         for source in self.names:
             if source in names:
-                rows[f"data {source}"] = batch.data[source]
+                rows[f"data {source}"] = (source, batch.data[source])
             for t in names:
-                rows[f"{source} -> {t}"] = self.cross_generate(batch, source, t)
+                rows[f"{source} -> {t}"] = (t, self.cross_generate(batch, source, t))
         return rows
 
     def latent_kl_pairs(self, batch: Batch) -> dict[str, tuple[Distribution, Distribution, Tensor]]:

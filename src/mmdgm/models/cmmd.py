@@ -363,12 +363,12 @@ class CMMD(MultimodalVAE):
         return {"missing": rows}
 
     @torch.no_grad()
-    def text_rows(self, batch: Batch, names: list[str], n: int) -> dict[str, Tensor]:
+    def text_rows(self, batch: Batch, names: list[str], n: int) -> dict[str, tuple[str, Tensor]]:
         """The text modalities `names` of `batch` ("data <m>") and, for each missing one,
         its `generate_missing` from the observed modalities ("<observed> -> <m>")."""
         generated = self.generate_missing(batch)
-        rows = {f"data {m}": batch.data[m] for m in names}
-        rows |= {f"{'+'.join(self.observed)} -> {m}": generated[m] for m in names if m in self.missing}
+        rows = {f"data {m}": (m, batch.data[m]) for m in names}
+        rows |= {f"{'+'.join(self.observed)} -> {m}": (m, generated[m]) for m in names if m in self.missing}
         return rows
 
     def latent_kl_pairs(self, batch: Batch) -> dict[str, tuple[Distribution, Distribution, Tensor]]:

@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Callable
 
 from mmdgm.config import ConfigError, ModalityConfig, ModelConfig
+from mmdgm.distributions import DISTRIBUTIONS, Categorical
 from mmdgm.modalities import Modality
 from mmdgm.models.base import MODELS, MultimodalVAE
 from mmdgm.models.contrastive import contrastive_class
@@ -63,7 +64,7 @@ def build_model(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]]) -> Multimo
         Modality(
             name=n,
             shape=shapes[n],
-            kind="image" if len(shapes[n]) == 3 else "text" if m.likelihood == "categorical" else "vector",
+            kind="image" if len(shapes[n]) == 3 else "text" if issubclass(DISTRIBUTIONS.get(m.likelihood), Categorical) else "vector",
             likelihood=m.likelihood,
             llik_scale=m.llik_scale,
             encoder=m.encoder,

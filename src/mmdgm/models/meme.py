@@ -78,8 +78,11 @@ class MEME(MultimodalVAE):
         for name, u in self.pseudo.items():
             rows = dataset.mask[name].nonzero().flatten()
             pick = rows[torch.randint(len(rows), (u.shape[0],))]
+            x = dataset.batch(pick).data[name]
+            if not torch.is_floating_point(x):  # caption token indices: one-hot pseudo-captions
+                x = nn.functional.one_hot(x, u.shape[-1])
             with torch.no_grad():
-                u.copy_(dataset.batch(pick).data[name])
+                u.copy_(x)
 
     def parse_directions(self, directions: str) -> list[tuple[str, str]]:
         """"both" -> both (s, t) orders; "s->t" -> [(s, t)] (names checked)."""

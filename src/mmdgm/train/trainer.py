@@ -449,7 +449,8 @@ class Trainer:
         self.append(TIMING, {"step": p.global_step, "epoch": p.epoch, "seconds": seconds})
         log.info("epoch %d: %s", p.epoch + 1, json.dumps({k: round(v, 3) for k, v in test.items()}))
         with self.averaged():
-            write_model_grids(self.model, self.grid_batch(), self.run_dir / "grids", f"epoch{p.epoch + 1:03d}")
+            write_model_grids(self.model, self.grid_batch(), self.run_dir / "grids", f"epoch{p.epoch + 1:03d}",
+                              vocabularies=self.test_set.vocabularies)
 
     def fit(self, stop_at_step: int | None = None) -> Path:
         """Train until the configured number of epochs (or `stop_at_step`, which saves a

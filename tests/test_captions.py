@@ -1,0 +1,275 @@
+"""Word-level captions: vocabulary, padded likelihood, caption networks, the synthetic
+image-caption benchmark, its parser and attribute coherence, grids and a tiny training."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mmdgm.batch import Batch, BatchError
+from mmdgm.data import DATASETS
+from mmdgm.data.errors import DataFileError
+from mmdgm.data.scene_captions import caption, parse_caption
+from mmdgm.data.scenes import ATTRIBUTES, level_attributes, sample_attributes
+from mmdgm.data.vocabulary import Vocabulary, tokenise
+from mmdgm.distributions import DISTRIBUTIONS
+from mmdgm.evaluate.attributes import CaptionAttributeReader, attribute_coherence
+from mmdgm.evaluate.context import EvalContext
+from mmdgm.nets import DECODERS, ENCODERS
+
+OPTS = dict(level=5, n_train=120, n_test=40, captions_per_image=5)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("captions-data")
+
+
+def test_vocabulary_min_count_specials_unknowns_and_length(tmp_path):
+    captions = ["a red bird.", "a red bird", "a blue bird", "a red fish"]
+    vocab = Vocabulary.build(captions, min_count=3, max_length=4)
+    assert vocab.words == ["<pad>", "<unk>", "<eos>", "a", "red", "bird"]  # blue, fish, "." seen < 3 times
+    x = vocab.encode(["a red bird", "a blue fish swims far away", "red"])
+    assert x.dtype == torch.long and x.shape == (3, 4)
+    assert x.tolist() == [[3, 4, 5, 2], [3, 1, 1, 2], [4, 2, 0, 0]]  # 3 words + end; unknowns; padding
+    assert vocab.tokens(x) == [["a", "red", "bird"], ["a", "<unk>", "<unk>"], ["red"]]
+    one_hot = torch.nn.functional.one_hot(x, len(vocab)).float()
+    assert vocab.decode(one_hot) == ["a red bird", "a <unk> <unk>", "red"]
+    vocab.save(tmp_path / "v.json")
+    assert Vocabulary.load(tmp_path / "v.json") == vocab
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(DataFileError, match="corrupt"):
+        Vocabulary.load(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="max_length"):
+        Vocabulary([], max_length=1)
+    assert tokenise("The bird's beak, short.") == ["the", "bird's", "beak", ",", "short", "."]
+
+
+def test_padded_categorical_matches_hand_computation_and_ignores_padding():
+    logits = torch.randn(2, 3, 4, 5, requires_grad=True)  # (K, B, L, V)
+    x = torch.tensor([[1, 3, 2, 0], [4, 2, 0, 0], [0, 0, 0, 0]])  # 0 = padding
+    lik = DISTRIBUTIONS.get("categorical-padded")(logits)
+    total = lik.log_prob_sum(x, 2)
+    lp = torch.log_softmax(logits, -1)
+    hand = torch.zeros(2, 3)
+    for k in range(2):
+        for b in range(3):
+            for pos in range(4):
+                if x[b, pos] != 0:
+                    hand[k, b] += lp[k, b, pos, x[b, pos]]
+    torch.testing.assert_close(total, hand)
+    assert float(total.detach()[:, 2].abs().max()) == 0.0  # an all-padding caption has log p = 0
+    one_hot = torch.nn.functional.one_hot(x, 5).float()
+    torch.testing.assert_close(lik.log_prob_sum(one_hot, 2), hand)
+    total.sum().backward()
+    assert float(logits.grad[:, 2].abs().max()) == 0.0
+    assert float(logits.grad[:, 0, 3].abs().max()) == 0.0 and float(logits.grad[:, 1, 2:].abs().max()) == 0.0
+    assert float(logits.grad[:, 0, 0].abs().max()) > 0
+
+
+def test_sentence_networks_shapes_and_tied_weights():
+    from mmdgm.config import ModalityConfig, ModelConfig
+    from mmdgm.models.factory import build_model
+
+    enc = ENCODERS.get("cub-sentence")((32, 1590), 64)
+    dec = DECODERS.get("cub-sentence")((32, 1590), 64)
+    assert enc.embedding.weight.shape == (1590, 128)  # MMVAE: 1590 x 128, 1 x 32 x 128 image
+    loc, raw = enc(torch.randint(0, 1590, (3, 32)))
+    assert loc.shape == raw.shape == (3, 64)
+    assert dec(torch.randn(2, 3, 64)).shape == (2, 3, 32, 1590)
+    cfg = ModelConfig(name="mmvae", latent_dim=8, modalities={
+        "image": ModalityConfig(encoder="cub-conv", decoder="cub-conv", net_options={"width": 4}),
+        "caption": ModalityConfig(encoder="cub-sentence", decoder="cub-sentence", likelihood="categorical-padded",
+                                  net_options={"embedding_dim": 32, "width": 4}),
+    })
+    model = build_model(cfg, {"image": (3, 64, 64), "caption": (16, 11)})
+    assert model.decoders["caption"].out.weight is model.encoders["caption"].embedding.weight
+    assert model.modalities["caption"].kind == "text"
+    # indices and their one-hot rows embed identically
+    x = torch.randint(0, 11, (4, 16))
+    e = model.encoders["caption"].eval()
+    torch.testing.assert_close(e(x)[0], e(torch.nn.functional.one_hot(x, 11).float())[0])
+    with pytest.raises(ValueError, match="divisible by 8"):
+        ENCODERS.get("cub-sentence")((20, 11), 8)
+
+
+def test_batch_validates_token_indices():
+    from mmdgm.modalities import Modality
+
+    spec = {"caption": Modality("caption", (4, 6), kind="text", likelihood="categorical-padded")}
+    Batch({"caption": torch.tensor([[1, 2, 0, 0]])}).validate(spec)
+    with pytest.raises(BatchError, match="outside"):
+        Batch({"caption": torch.tensor([[1, 6, 0, 0]])}).validate(spec)
+    with pytest.raises(BatchError, match="token shape"):
+        Batch({"caption": torch.tensor([[1, 2, 0]])}).validate(spec)
+
+
+@pytest.mark.parametrize("level", [1, 2, 3, 4, 5])
+def test_parser_inverts_every_template_and_synonym(level):
+    rng = np.random.default_rng(level)
+    names = level_attributes(level)
+    attributes = sample_attributes(300, level, rng)
+    templates = set()
+    for row in attributes.tolist():
+        text = caption({a: names[a][v] for a, v in zip(names, row)}, rng)
+        assert parse_caption(tokenise(text), level) == row, text
+        templates.add(text.split()[0] + text.split()[1])
+    assert len(templates) >= 4  # several phrasings are drawn
+    assert len(list(names)) == level and list(names) == list(ATTRIBUTES)[:level]  # levels add attributes
+
+
+@pytest.mark.parametrize("template", range(6))
+def test_parser_inverts_each_template_at_every_level(template, monkeypatch):
+    import mmdgm.data.scene_captions as grammar
+
+    monkeypatch.setattr(grammar, "TEMPLATES", (grammar.TEMPLATES[template],))
+    rng = np.random.default_rng(template)
+    for level in range(1, 6):
+        names = level_attributes(level)
+        for row in sample_attributes(60, level, rng).tolist():
+            text = grammar.caption({a: names[a][v] for a, v in zip(names, row)}, rng)
+            assert parse_caption(tokenise(text), level) == row, text
+            assert "  " not in text and len(tokenise(text)) < 24  # fits max_length with the end token
+
+
+def test_parser_rejects_missing_and_contradicting_words():
+    assert parse_caption("a red blue circle".split(), 3) == [0, -1, -1]
+    assert parse_caption("a big circle at the top".split(), 4) == [0, 1, -1, -1]
+
+
+def test_synthetic_captions_dataset_is_seeded_cached_and_levelled(data_root):
+    build = DATASETS.get("synthetic-captions")
+    a, b = build("train", data_root, **OPTS), build("train", data_root, **OPTS)
+    assert torch.equal(a.sources["image"], b.sources["image"]) and torch.equal(a.sources["caption"], b.sources["caption"])
+    other = build("train", data_root, **{**OPTS, "seed": 1})
+    assert not torch.equal(a.sources["image"], other.sources["image"])
+    assert len(a) == 600 and a.shapes["image"] == (3, 64, 64) and a.shapes["caption"] == (24, len(a.vocabularies["caption"]))
+    test = build("test", data_root, **OPTS)
+    assert test.vocabularies["caption"] == a.vocabularies["caption"]  # the train vocabulary, cached
+    batch = a.batch(torch.arange(10))
+    assert batch.data["caption"].dtype == torch.long and batch.data["image"].dtype == torch.float32
+    assert torch.equal(a.index["image"][:10], torch.arange(10) // 5)
+    reader = CaptionAttributeReader(a.shapes["caption"], [len(v) for v in a.attributes.values()])
+    reader.set_vocabulary(a.vocabularies["caption"])
+    truth = a.attribute_values()
+    got = reader.attributes(a.sources["caption"])
+    known = (a.sources["caption"] != Vocabulary.unk).all(1)  # words rarer than min_count in this tiny set
+    assert known.float().mean() > 0.9 and torch.equal(got[known], truth[known])
+    small = build("train", data_root, **{**OPTS, "level": 1})
+    assert list(small.attributes) == ["shape"] and int(small.labels.max()) < 4
+
+
+class Oracle(nn.Module):
+    """An exact image attribute reader for the test: looks images up among known ones."""
+
+    def __init__(self, images: torch.Tensor, attributes: torch.Tensor) -> None:
+        super().__init__()
+        self.images, self.values = images.float().div(255).flatten(1), attributes
+
+    def attributes(self, x: torch.Tensor) -> torch.Tensor:
+        return self.values[torch.cdist(x.flatten(1), self.images).argmin(1)]
+
+
+class FakeModel(nn.Module):
+    """Generates the row's own other modality (perfect) or a random row's (chance)."""
+
+    def __init__(self, ds, perfect: bool) -> None:
+        super().__init__()
+        self.ds, self.perfect, self.names = ds, perfect, ["image", "caption"]
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def cross_generate(self, batch, source, target):
+        x = batch.data[target]
+        return x if self.perfect else x[torch.randperm(len(x))]
+
+    def sample(self, n, names=None):
+        rows = torch.randint(len(self.ds), (n,))
+        other = rows if self.perfect else torch.randint(len(self.ds), (n,))
+        return {"image": self.ds.batch(rows).data["image"], "caption": self.ds.batch(other).data["caption"]}
+
+
+def test_attribute_coherence_perfect_and_random(data_root):
+    ds = DATASETS.get("synthetic-captions")("test", data_root, **{**OPTS, "n_test": 200})
+    image_truth = ds.attribute_values(ds.labels[torch.arange(0, len(ds), 5)])
+    reader = CaptionAttributeReader(ds.shapes["caption"], [len(v) for v in ds.attributes.values()])
+    reader.set_vocabulary(ds.vocabularies["caption"])
+    ds = ds.subset(torch.nonzero((ds.sources["caption"] != Vocabulary.unk).all(1)).flatten())
+    classifiers = {"image": Oracle(ds.sources["image"], image_truth), "caption": reader}
+    for perfect in (True, False):
+        ctx = EvalContext(model=FakeModel(ds, perfect), test_set=ds, classifiers=classifiers,
+                          batch_size=256, progress=False)
+        out = attribute_coherence(ctx, n=500)
+        assert out["data"]["mean"] == 1.0
+        if perfect:
+            for key in ("image->caption", "caption->image", "joint"):
+                assert out[key]["mean"] == 1.0 and out[key]["all"] == 1.0, key
+        else:
+            for key in ("image->caption", "caption->image", "joint"):
+                for a, values in ds.attributes.items():  # chance: 1/k for uniform attributes
+                    assert abs(out[key][a] - 1 / len(values)) < 0.1, (key, a, out[key][a])
+
+
+def test_captioned_grid_and_text_lines(tmp_path):
+    from PIL import Image
+
+    from mmdgm.train.grids import save_captioned_grid
+
+    rows = [(torch.rand(3, 3, 64, 64), ["a big red circle", "a tiny blue square at the top left corner", ""]),
+            (None, ["x", "y", "z"])]
+    save_captioned_grid(rows, tmp_path / "g.png")
+    with Image.open(tmp_path / "g.png") as im:
+        assert im.width == 3 * (128 + 4) + 4 and im.height > 128 + 20
+
+
+def test_tiny_training_through_the_config(tmp_path, monkeypatch):
+    from mmdgm.config import load_config
+    from mmdgm.run import train
+
+    monkeypatch.setenv("MMDGM_DATA_DIR", str(tmp_path / "data"))
+    cfg = load_config("mmvae-captions", [
+        "data.options.n_train=16", "data.options.n_test=8", "data.options.captions_per_image=2",
+        "data.options.min_count=1", "train.epochs=1", "train.batch_size=16", "train.grid_size=4",
+        "model.options.K=2",
+    ])
+    run = train(cfg, tmp_path / "run")
+    grids = sorted(p.name for p in (run / "grids").iterdir())
+    assert "epoch001-captions-joint.png" in grids and "epoch001-captions-from-image.png" in grids
+    assert "caption ->" in (run / "grids" / "epoch001-text.txt").read_text()
+    import json
+
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records and all(math.isfinite(r["loss"]) for r in records)
+
+
+@pytest.mark.parametrize("name,options,contrastive", [
+    ("mvae", {"K": 1}, None), ("jmvae", {}, None), ("meme", {"n_pseudo": 3, "inner_samples": 2}, None),
+    ("mmvae", {"K": 2}, {"n_negatives": 2, "K": 2}),
+])
+def test_caption_models_take_a_training_step(data_root, name, options, contrastive):
+    from mmdgm.config import ContrastiveConfig, ModalityConfig, ModelConfig
+    from mmdgm.models.factory import build_model
+
+    ds = DATASETS.get("synthetic-captions")("train", data_root, **OPTS)
+    cfg = ModelConfig(
+        name=name, latent_dim=4, prior="normal", posterior="normal", posterior_scale="softplus", prior_scale="free",
+        learn_prior=False, options=options,
+        contrastive=None if contrastive is None else ContrastiveConfig(**contrastive),
+        modalities={
+            "image": ModalityConfig(encoder="cub-conv", decoder="cub-conv", net_options={"width": 2}),
+            "caption": ModalityConfig(encoder="cub-sentence", decoder="cub-sentence", likelihood="categorical-padded",
+                                      net_options={"embedding_dim": 32, "width": 2}),
+        })
+    model = build_model(cfg, ds.shapes)
+    model.initialise_from_data(ds)
+    batch = ds.batch(torch.arange(8))
+    out = model(batch)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    embedding = model.encoders["caption"].embedding.weight
+    assert embedding.grad is not None and float(embedding.grad.abs().sum()) > 0
+    generated = model.cross_generate(batch, "image", "caption")
+    assert generated.shape == (8, *ds.shapes["caption"])
