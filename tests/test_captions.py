@@ -4,6 +4,7 @@ image-caption benchmark, its parser and attribute coherence, grids and a tiny tr
 from __future__ import annotations
 
 import math
+import types
 
 import numpy as np
 import pytest
@@ -273,3 +274,42 @@ def test_caption_models_take_a_training_step(data_root, name, options, contrasti
     assert embedding.grad is not None and float(embedding.grad.abs().sum()) > 0
     generated = model.cross_generate(batch, "image", "caption")
     assert generated.shape == (8, *ds.shapes["caption"])
+
+
+class PartnerModel(torch.nn.Module):
+    """Cross generation returns each row's real partner (a perfect model); joint samples
+    pair test images with the captions of rows 17 further on (other images: the rows of an
+    image are consecutive, 5 captions each)."""
+
+    def __init__(self, ds):
+        super().__init__()
+        self.ds = ds
+        self.names = ["image", "caption"]
+        self.modalities = {m: types.SimpleNamespace(shape=tuple(s)) for m, s in ds.shapes.items()}
+
+    def cross_generate(self, batch, source, target):
+        return batch.data[target]
+
+    def sample(self, n, names=None):
+        rows = torch.arange(n) % len(self.ds)
+        batch = self.ds.batch(rows)
+        return {"image": batch.data["image"], "caption": batch.data["caption"].roll(17, 0)}
+
+
+def test_cca_coherence_of_a_perfect_model_equals_the_ground_truth(data_root):
+    """Cross generations that return the real partner score exactly the ground truth (the
+    same pairs); joint samples of unrelated pairs score near 0 and below it; the evaluator
+    is fitted on the training pairs."""
+    from mmdgm.evaluate import METRICS
+
+    train = DATASETS.get("synthetic-captions")("train", data_root, **{**OPTS, "n_train": 300})
+    test = DATASETS.get("synthetic-captions")("test", data_root, **{**OPTS, "n_test": 80})
+    ctx = EvalContext(model=PartnerModel(test), test_set=test, train_set=train, batch_size=64, progress=False)
+    out = METRICS.get("cca_coherence")(ctx, n_train=None, n=None, k=8, backend="ppmi-svd", pca_components=32)
+    assert out["n"] == len(test) and out["n_train"] == len(train)
+    assert out["ground_truth"] > 0.3
+    assert out["image->caption"] == pytest.approx(out["ground_truth"], abs=1e-9)
+    assert out["caption->image"] == pytest.approx(out["ground_truth"], abs=1e-9)
+    assert abs(out["joint"]) < out["ground_truth"] / 2
+    with pytest.raises(ValueError, match="needs the run's training pairs"):
+        METRICS.get("cca_coherence")(EvalContext(model=PartnerModel(test), test_set=test, progress=False))
