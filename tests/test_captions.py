@@ -313,6 +313,16 @@ def test_cca_coherence_of_a_perfect_model_equals_the_ground_truth(data_root):
     assert abs(out["joint"]) < out["ground_truth"] / 2
     with pytest.raises(ValueError, match="needs the run's training pairs"):
         METRICS.get("cca_coherence")(EvalContext(model=PartnerModel(test), test_set=test, progress=False))
+    masked = DATASETS.get("synthetic-captions")("train", data_root, **{**OPTS, "n_train": 300},
+                                                observed_fraction=0.1, unpaired_scheme="only:caption")
+    options = dict(n_train=None, n=None, k=8, backend="ppmi-svd", pca_components=32)
+    ctx = EvalContext(model=PartnerModel(test), test_set=test, train_set=masked, batch_size=64, progress=False)
+    every = METRICS.get("cca_coherence")(ctx, **options, fit_pairs="all")
+    assert every["n_train"] == len(train) and every["ground_truth"] == pytest.approx(out["ground_truth"], abs=1e-9)
+    observed = METRICS.get("cca_coherence")(ctx, **options)
+    assert observed["n_train"] == round(0.1 * len(masked))
+    with pytest.raises(ValueError, match="fit_pairs must be"):
+        METRICS.get("cca_coherence")(ctx, **options, fit_pairs="complete")
 
 
 def test_synthetic_captions_fraction_protocols(data_root):
