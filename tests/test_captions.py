@@ -313,3 +313,34 @@ def test_cca_coherence_of_a_perfect_model_equals_the_ground_truth(data_root):
     assert abs(out["joint"]) < out["ground_truth"] / 2
     with pytest.raises(ValueError, match="needs the run's training pairs"):
         METRICS.get("cca_coherence")(EvalContext(model=PartnerModel(test), test_set=test, progress=False))
+    masked = DATASETS.get("synthetic-captions")("train", data_root, **{**OPTS, "n_train": 300},
+                                                observed_fraction=0.1, unpaired_scheme="only:caption")
+    options = dict(n_train=None, n=None, k=8, backend="ppmi-svd", pca_components=32)
+    ctx = EvalContext(model=PartnerModel(test), test_set=test, train_set=masked, batch_size=64, progress=False)
+    every = METRICS.get("cca_coherence")(ctx, **options, fit_pairs="all")
+    assert every["n_train"] == len(train) and every["ground_truth"] == pytest.approx(out["ground_truth"], abs=1e-9)
+    observed = METRICS.get("cca_coherence")(ctx, **options)
+    assert observed["n_train"] == round(0.1 * len(masked))
+    with pytest.raises(ValueError, match="fit_pairs must be"):
+        METRICS.get("cca_coherence")(ctx, **options, fit_pairs="complete")
+
+
+def test_synthetic_captions_fraction_protocols(data_root):
+    """unimodal_fraction keeps whole images (all their captions, a share of each attribute
+    combination); observed_fraction masks rows by the scheme; the test split is untouched."""
+    build = DATASETS.get("synthetic-captions")
+    full = build("train", data_root, **OPTS)
+    part = build("train", data_root, **OPTS, unimodal_fraction=0.5)
+    images = part.index["image"].view(-1, OPTS["captions_per_image"])
+    assert (images == images[:, :1]).all() and len(images.unique()) == len(images)
+    assert (part.index["caption"] // OPTS["captions_per_image"] == part.index["image"]).all()
+    assert torch.equal(part.labels, full.labels[part.index["caption"]])
+    per_class = torch.bincount(full.labels[:: OPTS["captions_per_image"]])
+    kept = torch.bincount(part.labels[:: OPTS["captions_per_image"]], minlength=len(per_class))
+    assert torch.equal(kept, torch.round(per_class * 0.5).long())
+    only = build("train", data_root, **OPTS, observed_fraction=0.25, unpaired_scheme="only:caption")
+    both = only.mask["image"] & only.mask["caption"]
+    assert int(both.sum()) == round(0.25 * len(only)) and only.mask["caption"].all()
+    assert build("test", data_root, **OPTS, observed_fraction=0.25).mask["image"].all()
+    with pytest.raises(ValueError, match="names modality 'captions'"):
+        build("train", data_root, **OPTS, observed_fraction=0.5, unpaired_scheme="only:captions")

@@ -72,11 +72,12 @@ def test_registered_paper_experiments_are_well_formed():
     names = ["mmvae-table1", "mmvae-table2", "mmvae-table3", "mmvae-estimators", "contrastive-table1",
              "contrastive-figure6", "contrastive-figure8", "meme-table2", "meme-table3", "meme-table4", "meme-figure8",
              "mmali-table1", "mmali-table2", "mmali-table3",
-             "cmmd-table2", "cmmd-mnist-svhn", "cmmd-three-modality", "cmmd-mnist-svhn-text"]
+             "cmmd-table2", "cmmd-mnist-svhn", "cmmd-three-modality", "cmmd-mnist-svhn-text",
+             "mmvae-table4", "contrastive-table2", "meme-table5"]
     assert set(names) <= set(EXPERIMENTS.names())
     known = {"mnist": (1, 28, 28), "synth_hand": (1, 28, 28), "synth_street": (3, 32, 32), "view1": (1, 28, 28),
              "view2": (1, 28, 28), "mnist_rotated": (1, 28, 28), "text": (8, 71),
-             **{f"rot{a}": (1, 28, 28) for a in (0, 90, 180, 270)}}
+             "image": (3, 64, 64), "caption": (24, 60), **{f"rot{a}": (1, 28, 28) for a in (0, 90, 180, 270)}}
     built: set[str] = set()
     for name in names:
         e = EXPERIMENTS.get(name)

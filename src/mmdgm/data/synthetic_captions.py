@@ -25,6 +25,7 @@ import torch
 
 from mmdgm.data.base import MultimodalDataset, attribute_label
 from mmdgm.data.mnist import check_split
+from mmdgm.data.partial import Protocol
 from mmdgm.data.paths import atomic_open, cache_dir
 from mmdgm.data.registry import DATASETS
 from mmdgm.data.scene_captions import caption
@@ -83,11 +84,19 @@ def build_synthetic_captions(
     seed: int = 0,
     min_count: int = 4,
     max_length: int = 24,
+    observed_fraction: float = 1.0,
+    unpaired_scheme: str = "alternate",
+    unimodal_fraction: float = 1.0,
 ) -> MultimodalDataset:
     """SYNTHETIC scenes "image" (3, 64, 64) and captions "caption" (max_length, V); `level`
     1..5 (shape; + size; + colour; + position; + background); `n_train` / `n_test` images,
-    `captions_per_image` rows each."""
+    `captions_per_image` rows each. On the train split, `unimodal_fraction` keeps that share
+    of the images of each attribute combination with all their captions (the data-efficiency
+    protocol of Shi et al. 2021 on CUB: n % of the pairs), and `observed_fraction` /
+    `unpaired_scheme` mask the rows as MEME's protocol (`mmdgm.data.partial`)."""
     check_split(split)
+    protocol = Protocol(observed_fraction, unpaired_scheme, unimodal_fraction)
+    protocol.check([IMAGE, CAPTION])
     for option, value, low in (("n_train", n_train, 1), ("n_test", n_test, 1), ("captions_per_image", captions_per_image, 1),
                                ("min_count", min_count, 1), ("max_length", max_length, 2)):
         if value < low:
@@ -100,13 +109,17 @@ def build_synthetic_captions(
     vocab: Vocabulary = load_or_build(vocab_path, train["captions"].tolist(), min_count, max_length)
     arrays = train if split == "train" else load_or_generate(root, split, level, n_test, captions_per_image, seed)
     labels = attribute_label(torch.from_numpy(arrays["attributes"]), [len(v) for v in attributes.values()])
-    rows = len(arrays["captions"])
-    image_of_row = torch.arange(rows) // captions_per_image
-    return MultimodalDataset(
+    rows = torch.arange(len(arrays["captions"]))
+    kept = protocol.sources(split, [labels], seed)
+    if kept is not None:
+        rows = rows.view(-1, captions_per_image)[kept[0]].flatten()
+    image_of_row = rows // captions_per_image
+    ds = MultimodalDataset(
         {IMAGE: torch.from_numpy(arrays["images"]), CAPTION: vocab.encode(arrays["captions"].tolist())},
         labels[image_of_row],
-        {IMAGE: image_of_row},
+        {IMAGE: image_of_row, CAPTION: rows},
         name=NAME,
         vocabularies={CAPTION: vocab},
         attributes=attributes,
     )
+    return protocol.observe(split, ds, seed)

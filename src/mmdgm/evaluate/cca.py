@@ -31,9 +31,13 @@ def image_and_caption(ctx: EvalContext) -> tuple[str, str]:
     return images[0], captions[0]
 
 
-def paired_rows(ds: MultimodalDataset, image: str, caption: str, n: int | None, seed: int) -> Tensor:
-    """Up to `n` rows observing both modalities, a seeded random choice (all when None)."""
-    rows = torch.nonzero(ds.mask[image] & ds.mask[caption]).flatten()
+def paired_rows(ds: MultimodalDataset, image: str, caption: str, n: int | None, seed: int,
+                observed: bool = True) -> Tensor:
+    """Up to `n` rows observing both modalities (every row when not `observed`: the
+    observation mask hides a modality from the model, the data still holds it), a seeded
+    random choice (all when None)."""
+    both = ds.mask[image] & ds.mask[caption] if observed else torch.ones(len(ds), dtype=torch.bool)
+    rows = torch.nonzero(both).flatten()
     if n is not None and n < len(rows):
         rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:n]]
     if len(rows) < 2:
@@ -55,18 +59,24 @@ def real_pairs(ctx: EvalContext, ds: MultimodalDataset, rows: Tensor, image: str
 @METRICS.register("cca_coherence")
 @torch.no_grad()
 def cca_coherence(ctx: EvalContext, n_train: int | None = 10000, n: int | None = 1000, k: int = 40,
-                  backend: str = "auto", pca_components: int = 128, scaling: str = "unit-variance") -> dict:
+                  backend: str = "auto", pca_components: int = 128, scaling: str = "unit-variance",
+                  fit_pairs: str = "observed") -> dict:
     """MMVAE Table 4: CCA correlation of real test pairs, cross generations and joint
     generations (module docstring). Options: `n_train` training pairs for the fit (None: all),
     `n` test pairs and prior draws, `k` CCA components, word-vector `backend` ("auto":
     gensim's FastText when installed, else "ppmi-svd"), `pca_components` of the pixels,
-    `scaling` ("unit-variance" or "mmvae-code"). Returns the four scores and the evaluator's
-    summary."""
+    `scaling` ("unit-variance" or "mmvae-code"), `fit_pairs` ("observed": the pairs the run
+    observed; "all": every training row, masked or not, so runs of one data set under
+    different `observed_fraction` share one CCA, as MEME Table 5's one ground truth).
+    Returns the four scores and the evaluator's summary."""
     if ctx.train_set is None:
         raise ValueError("cca_coherence needs the run's training pairs (train_set)")
+    if fit_pairs not in ("observed", "all"):
+        raise ValueError(f"cca_coherence: fit_pairs must be 'observed' or 'all', got {fit_pairs!r}")
     image, caption = image_and_caption(ctx)
     vocab = ctx.test_set.vocabularies[caption]
-    train = real_pairs(ctx, ctx.train_set, paired_rows(ctx.train_set, image, caption, n_train, ctx.seed), image, caption)
+    train = real_pairs(ctx, ctx.train_set, paired_rows(ctx.train_set, image, caption, n_train, ctx.seed,
+                                                      fit_pairs == "observed"), image, caption)
     evaluator = CCAEvaluator(k=k, backend=backend, pca_components=pca_components, scaling=scaling,
                              seed=ctx.seed).fit(*train)
     test_rows = paired_rows(ctx.test_set, image, caption, n, ctx.seed)
