@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -43,7 +44,7 @@ def test_report_puts_our_mean_and_std_beside_the_papers_number(tmp_path):
     assert "Nobody et al., Table 0" in text and "tiny-pairs (test data)" in text and "scale**: smoke" in text
     cells = table_cells(text)
     for label, row in zip(("MMVAE", "MVAE"), EXPERIMENTS.get("tiny-table").rows):
-        evals = [read_eval(run_dir_of(tmp_path, "smoke", row, s)) for s in (1, 2)]
+        evals = [read_eval(run_dir_of(tmp_path, EXPERIMENTS.get("tiny-table"), "smoke", row, s)) for s in (1, 2)]
         acc = [100 * e["latent_accuracy"]["a"] for e in evals]
         ll = [e["joint_log_likelihood"]["log p(a,b)"] for e in evals]
         assert cells[label][0] == fmt(*mean_std(acc), 2)
@@ -55,7 +56,7 @@ def test_report_puts_our_mean_and_std_beside_the_papers_number(tmp_path):
 def test_finished_runs_are_reused_and_interrupted_ones_resumed(tmp_path):
     experiment = EXPERIMENTS.get("tiny-table")
     row = experiment.rows[0]
-    cut = run_dir_of(tmp_path, "smoke", row, 1)
+    cut = run_dir_of(tmp_path, experiment, "smoke", row, 1)
     trainer = make_trainer(load_config(row.config, [*TINY.overrides, *row.overrides, "train.seed=1"]), cut)
     trainer.start()
     trainer.fit(stop_at_step=1)
@@ -132,7 +133,7 @@ def test_curves_and_label_propagation_rows(tmp_path):
     md, page = reproduce("tiny-curve", "smoke", [1], tmp_path)
     cells = {r[0].strip(): [c.strip() for c in r[1:]] for r in
              (line.strip("|").split("|") for line in md.read_text().splitlines() if line.startswith("| p"))}
-    results = json.loads((run_dir_of(tmp_path, "smoke", EXPERIMENTS.get("tiny-curve").rows[2], 1)
+    results = json.loads((run_dir_of(tmp_path, EXPERIMENTS.get("tiny-curve"), "smoke", EXPERIMENTS.get("tiny-curve").rows[2], 1)
                                         / "results.json").read_text())
     assert cells["propagated"][4] == fmt(results["relatedness"]["pmi"]["F_m"]["f1"], 0.0, 1)
     assert cells["propagated"][2] == fmt(100 * results["runs"]["propagated"]["latent_accuracy"]["a"], 0.0, 1)
@@ -188,7 +189,7 @@ if "tiny-substitution" not in EXPERIMENTS:
 def test_rows_substitute_a_columns_metric_sharing_one_run(tmp_path):
     md, _ = reproduce("tiny-substitution", "smoke", [1], tmp_path)
     experiment = EXPERIMENTS.get("tiny-substitution")
-    run_dirs = {run_dir_of(tmp_path, "smoke", r, 1) for r in experiment.rows}
+    run_dirs = {run_dir_of(tmp_path, experiment, "smoke", r, 1) for r in experiment.rows}
     assert len(run_dirs) == 1 and len(list((tmp_path / "runs").rglob("model.pt"))) == 1
     results = read_eval(run_dirs.pop())
     assert set(results) >= {"latent_accuracy", "joint_log_likelihood"}  # the substitute metric was computed
@@ -207,3 +208,16 @@ def test_bad_substitutions_are_clear_errors():
         Experiment(name="bad", rows=(Row("x", "default", metric_for={"accuracy": ("latent_accuracy", "b")}),), **common)
     with pytest.raises(ValueError, match="must be \\(metric, key\\) pairs or None"):
         Experiment(name="bad", rows=(Row("x", "default", metric_for={"acc": "latent_accuracy"}),), **common)
+
+
+def test_a_config_under_other_scale_settings_is_another_run(tmp_path):
+    """Two experiments that train one config with different scale overrides (e.g. MEME's and
+    CMMD's cpu scales for mvae-mnist-synthstreet) must not share its run; the same settings do."""
+    experiment = EXPERIMENTS.get("tiny-table")
+    row = experiment.rows[0]
+    longer = dataclasses.replace(experiment, scales={**experiment.scales, "smoke": dataclasses.replace(
+        experiment.scales["smoke"], overrides=(*experiment.scales["smoke"].overrides, "train.epochs=3"))})
+    same = dataclasses.replace(experiment, name="another")
+    here = run_dir_of(tmp_path, experiment, "smoke", row, 1)
+    assert run_dir_of(tmp_path, longer, "smoke", row, 1) != here
+    assert run_dir_of(tmp_path, same, "smoke", row, 1) == here

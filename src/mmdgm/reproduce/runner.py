@@ -27,12 +27,15 @@ def slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "-", label).strip("-").lower()
 
 
-def run_dir_of(out: Path, scale: str, row: Row, seed: int) -> Path:
-    """Runs live under out/runs/<scale>/<config>[-<hash of overrides>]/, so that experiments
-    sharing a run (e.g. three tables of one paper) train it once."""
+def run_dir_of(out: Path, experiment: Experiment, scale: str, row: Row, seed: int) -> Path:
+    """Runs live under out/runs/<scale>/<config>[-<hash of every override>]/: the scale's
+    overrides for the config and the row's. Experiments that train a run with the same
+    settings (e.g. three tables of one paper) share it; the same config trained under
+    another experiment's scale settings is another run."""
+    overrides = [*experiment.scales[scale].overrides_for(row.config), *row.overrides]
     name = slug(row.config)
-    if row.overrides:
-        name += "-" + hashlib.sha1("\n".join(row.overrides).encode()).hexdigest()[:10]
+    if overrides:
+        name += "-" + hashlib.sha1("\n".join(overrides).encode()).hexdigest()[:10]
     return out / "runs" / scale / name / f"seed{seed}"
 
 
@@ -160,7 +163,7 @@ def reproduce(
     for i, row in enumerate(experiment.rows):
         values[row.label] = {c.label: [] for c in experiment.columns}
         for seed in seeds:
-            run_dir = run_dir_of(out, scale, row, seed)
+            run_dir = run_dir_of(out, experiment, scale, row, seed)
             if row.propagation is not None:
                 results = ensure_propagated(experiment, row, scale, seed, run_dir)
                 runs.setdefault(row.label, []).append(run_dir / "propagated")
