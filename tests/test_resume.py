@@ -211,15 +211,8 @@ def test_run_written_before_a_config_key_existed_still_resumes(stopped):
 
 # --- adversarial models: two optimisers, EMA, spectral-norm buffers -------------------
 
-ADVERSARIAL = [
-    "data.options.n_train=100",
-    "data.options.n_test=32",
-    "train.epochs=2",
-    "train.batch_size=16",
-    "train.checkpoint_every=3",
-    "train.log_every=2",
-    "train.eval_batches=1",
-    "train.grid_size=2",
+# SCHEDULE (mmali-default's dataset has no `dm`), weights averaged from step 4
+ADVERSARIAL = [o for o in SCHEDULE if o != "data.options.dm=1"] + [
     "train.ema.start_step=4",
     "train.ema.decay=0.9",
     "train.final_metrics=[]",
