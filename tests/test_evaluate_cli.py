@@ -19,7 +19,8 @@ def test_train_evaluate_report(tmp_path, capsys):
         args = ["evaluate", str(runs / f"seed{seed}"), "--metrics", metrics, *options, "--floor", "0.0"]
         assert main([*args, "--train-classifiers"]) == 0
         results = json.loads((runs / f"seed{seed}" / "eval.json").read_text())
-        assert set(results) == set(metrics.split(","))
+        assert set(results) == {*metrics.split(","), "_options"}
+        assert results["_options"]["joint_coherence"] == {"n": 200}
         assert 0.0 <= results["joint_coherence"]["joint_coherence"] <= 1.0
         assert (runs / f"seed{seed}" / "eval" / "latent-kl.png").is_file()
     assert main(["report", str(runs / "seed1"), str(runs / "seed2"), "--out", str(tmp_path / "report")]) == 0

@@ -14,6 +14,7 @@ from mmdgm.evaluate.report import fmt, mean_std
 from mmdgm.evaluate.runner import read_eval
 from mmdgm.models.factory import build_model
 from mmdgm.reproduce import EXPERIMENTS, SCALES, Column, Experiment, Row, Scale, register, reproduce
+from mmdgm.reproduce import runner
 from mmdgm.reproduce.runner import run_dir_of
 from mmdgm.run import make_trainer
 from tests.conftest import TINY_CONFIG
@@ -65,6 +66,41 @@ def test_finished_runs_are_reused_and_interrupted_ones_resumed(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("model.pt")}
     reproduce("tiny-table", "smoke", [1], tmp_path)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("model.pt")} == stamps
+
+
+def test_a_metric_is_rescored_when_its_options_change_and_only_then(tmp_path, monkeypatch, caplog):
+    experiment = EXPERIMENTS.get("tiny-table")
+    reproduce("tiny-table", "smoke", [1], tmp_path, only=["MMVAE"])
+    run_dir = run_dir_of(tmp_path, experiment, "smoke", experiment.rows[0], 1)
+    stored = json.loads((run_dir / "eval.json").read_text())
+    assert stored["_options"]["joint_log_likelihood"]["K"] == 4 and stored["_options"]["latent_accuracy"]["n_train"] == 64
+    before = read_eval(run_dir)
+    scored = []
+    real = runner.evaluate_run
+    monkeypatch.setattr(runner, "evaluate_run", lambda d, metrics, *a, **k: scored.append(metrics) or real(d, metrics, *a, **k))
+    reproduce("tiny-table", "smoke", [1], tmp_path, only=["MMVAE"])
+    assert scored == []
+    more = dataclasses.replace(TINY, metric_options={**TINY.metric_options, "joint_log_likelihood": {"K": 6, "n": 16}})
+    monkeypatch.setitem(experiment.scales, "smoke", more)
+    reproduce("tiny-table", "smoke", [1], tmp_path, only=["MMVAE"])
+    assert scored == [["joint_log_likelihood"]]
+    after = read_eval(run_dir)
+    assert after["latent_accuracy"] == before["latent_accuracy"]
+    assert after["joint_log_likelihood"] != before["joint_log_likelihood"]
+    stored = json.loads((run_dir / "eval.json").read_text())
+    assert stored["_options"]["joint_log_likelihood"]["K"] == 6
+    del stored["_options"]
+    (run_dir / "eval.json").write_text(json.dumps(stored))
+    monkeypatch.setitem(experiment.scales, "smoke", TINY)
+    reproduce("tiny-table", "smoke", [1], tmp_path, only=["MMVAE"])
+    assert scored == [["joint_log_likelihood"]] and "predates the record of metric options" in caplog.text
+
+
+def test_explicit_default_options_equal_options_left_out():
+    from mmdgm.evaluate.runner import resolved_options
+
+    assert resolved_options("joint_coherence") == resolved_options("joint_coherence", {"n": 10000})
+    assert resolved_options("joint_coherence", {"n": 200}) == {"n": 200}
 
 
 def test_registered_paper_experiments_are_well_formed():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from pathlib import Path
@@ -33,7 +34,10 @@ NEEDS_TRAIN_SET = {"latent_accuracy", "latent_accuracy_split", "downstream_class
                    "cca_coherence"}
 
 
-def read_eval(run_dir: Path) -> dict[str, Any]:
+OPTIONS_KEY = "_options"
+
+
+def read_eval_file(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / EVAL_FILE
     if not path.exists():
         return {}
@@ -41,6 +45,38 @@ def read_eval(run_dir: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is corrupt ({e}); move it away to re-evaluate from scratch") from e
+
+
+def read_eval(run_dir: Path) -> dict[str, Any]:
+    """The run's eval.json: metric -> result (without the record of their options)."""
+    return {k: v for k, v in read_eval_file(run_dir).items() if k != OPTIONS_KEY}
+
+
+def resolved_options(name: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every keyword option of metric `name`: its defaults updated with `options`, as JSON
+    would store them, so that a default given explicitly equals the default left out."""
+    fn = METRICS.get(name)
+    defaults = {p.name: p.default for p in list(inspect.signature(fn).parameters.values())[1:]
+                if p.default is not inspect.Parameter.empty}
+    return json.loads(json.dumps({**defaults, **(options or {})}))
+
+
+def to_compute(run_dir: Path, metrics: list[str], options: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """The `metrics` that eval.json lacks or holds computed with other options than
+    `options[metric]` (defaults filled in). A result written before options were recorded
+    is reused, with a warning: nothing says how it was computed."""
+    stored = read_eval_file(run_dir)
+    recorded = stored.get(OPTIONS_KEY, {})
+    out = []
+    for name in metrics:
+        if name not in stored:
+            out.append(name)
+        elif name not in recorded:
+            log.warning("%s: %s predates the record of metric options; reused as is (delete it to re-score)",
+                        Path(run_dir) / EVAL_FILE, name)
+        elif recorded[name] != resolved_options(name, (options or {}).get(name)):
+            out.append(name)
+    return out
 
 
 def evaluate_run(
@@ -57,7 +93,8 @@ def evaluate_run(
     device: str = "auto",
 ) -> dict[str, Any]:
     """Compute `metrics` (default: all) for the run in `run_dir`; merge them into its
-    eval.json (other metrics already there are kept) and return the merged results.
+    eval.json (other metrics already there are kept; each metric's options, defaults filled
+    in, are recorded under "_options" for `to_compute`) and return the merged results.
     Coherence classifiers are those of the run's dataset with its data options; with
     `train_classifiers`, missing ones are trained first instead of being an error. With
     `snapshot`, the weights saved after that global step are evaluated and eval.json and
@@ -78,6 +115,7 @@ def evaluate_run(
     config, model, test_set = load_run(run_dir, snapshot, device)
     out = run_dir if snapshot is None else snapshot_dir(run_dir, snapshot)
     results = read_eval(out)
+    recorded = read_eval_file(out).get(OPTIONS_KEY, {})
     root = Path(root or config.data.root or data_root())
     classifiers = None
     if NEEDS_CLASSIFIERS & set(names):
@@ -102,6 +140,7 @@ def evaluate_run(
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     for name in tqdm(names, desc="metrics", disable=not progress):
         results[name] = METRICS.get(name)(ctx, **options.get(name, {}))
-        atomic_write_text(out / EVAL_FILE, json.dumps(results, indent=2))
+        recorded[name] = resolved_options(name, options.get(name))
+        atomic_write_text(out / EVAL_FILE, json.dumps({**results, OPTIONS_KEY: recorded}, indent=2))
         log.info("%s: %s", name, json.dumps(results[name])[:300])
     return results

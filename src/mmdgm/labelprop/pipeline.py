@@ -33,7 +33,7 @@ from mmdgm import run
 from mmdgm.config import load_config
 from mmdgm.data import MultimodalDataset
 from mmdgm.evaluate.relatedness import histogram, pmi_of_pairs, pmi_of_tuples, separation
-from mmdgm.evaluate.runner import evaluate_run, read_eval
+from mmdgm.evaluate.runner import evaluate_run, read_eval, to_compute
 from mmdgm.labelprop.siamese import train_siamese
 from mmdgm.models.contrastive import repaired_indices
 from mmdgm.train.checkpoint import atomic_write_bytes, atomic_write_text
@@ -191,7 +191,7 @@ def label_propagation(plan: Plan, out: Path) -> dict:
     propagated = trained(plan, out, "propagated", rows)
     evaluation = {}
     for name, run_dir in (("pretrain", pretrain), ("propagated", propagated)):
-        missing = [m for m in plan.metrics if m not in read_eval(run_dir)]
+        missing = to_compute(run_dir, plan.metrics)
         evaluation[name] = evaluate_run(run_dir, missing, train_classifiers=True) if missing else read_eval(run_dir)
     histogram(pmi["F_m"][truth], pmi["F_m"][~truth], pmi_result["S_m"]["threshold"], out / "pmi-f_m.png",
               "PMI on F_m (threshold from S_m)")

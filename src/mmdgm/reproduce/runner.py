@@ -15,7 +15,7 @@ from typing import Any
 from mmdgm import run
 from mmdgm.config import load_config
 from mmdgm.evaluate.report import fmt, mean_std
-from mmdgm.evaluate.runner import evaluate_run, read_eval
+from mmdgm.evaluate.runner import evaluate_run, read_eval, to_compute
 from mmdgm.reproduce.experiment import EXPERIMENTS, SCALES, Experiment, Row
 from mmdgm.reproduce.report import write_reports
 from mmdgm.train.trainer import CHECKPOINT, FINAL, TIMING
@@ -88,13 +88,14 @@ def ensure_trained(
 
 
 def ensure_evaluated(experiment: Experiment, row: Row, scale: str, run_dir: Path, device: str = "auto") -> dict[str, Any]:
-    """The metrics `row` reads (on `device`), computing only those not yet in eval.json."""
-    results = read_eval(run_dir)
-    missing = [m for m in experiment.metrics_of(row) if m not in results]
+    """The metrics `row` reads (on `device`), computing only those that eval.json lacks or
+    holds computed with other options than the scale's."""
+    options = experiment.scales[scale].metric_options
+    missing = to_compute(run_dir, experiment.metrics_of(row), options)
     if missing:
-        options = {m: o for m, o in experiment.scales[scale].metric_options.items() if m in missing}
-        results = evaluate_run(run_dir, missing, options, train_classifiers=True, device=device)
-    return results
+        return evaluate_run(run_dir, missing, {m: o for m, o in options.items() if m in missing},
+                            train_classifiers=True, device=device)
+    return read_eval(run_dir)
 
 
 CURVES = "curves.png"
