@@ -149,6 +149,17 @@ def test_rows_can_be_selected(tmp_path):
         reproduce("tiny-table", "smoke", [1], tmp_path, only=["JMVAE"])
 
 
+def test_an_equals_selector_matches_one_label_exactly():
+    from mmdgm.reproduce.runner import select_rows
+
+    experiment = EXPERIMENTS.get("contrastive-table1")
+    labels = [r.label for r in select_rows(experiment, ["=MMVAE (100%)", "MVAE (20%)"]).rows]
+    assert labels == ["MMVAE (100%)", "MMVAE (20%)", "cI-MMVAE (20%)", "cC-MMVAE (20%)", "MVAE (20%)", "cI-MVAE (20%)",
+                      "cC-MVAE (20%)", "JMVAE (20%)", "cI-JMVAE (20%)", "cC-JMVAE (20%)"]
+    with pytest.raises(ValueError, match="no row"):
+        select_rows(experiment, ["=MMVAE"])
+
+
 if "tiny-curve" not in EXPERIMENTS:
     register(Experiment(
         name="tiny-curve",

@@ -268,7 +268,7 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N for training "
                     "and evaluation (default auto)")
     rp.add_argument("--rows", help="comma-separated substrings: run only the rows whose label contains one "
-                    "(e.g. 'K=2' or 'MMVAE')")
+                    "(e.g. 'K=2' or 'MMVAE'); '=LABEL' selects that label exactly (e.g. '=MMVAE (100%%)')")
     rp.set_defaults(func=cmd_reproduce)
 
     lp = sub.add_parser(

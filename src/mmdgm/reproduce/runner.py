@@ -136,11 +136,16 @@ def cell(values: list[float]) -> str:
     return fmt(*mean_std(values), len(values)) if values else "–"
 
 
+def row_matches(label: str, selector: str) -> bool:
+    """A selector "=LABEL" matches that label exactly; any other, the labels containing it."""
+    return label == selector[1:] if selector.startswith("=") else selector in label
+
+
 def select_rows(experiment: Experiment, only: list[str] | None) -> Experiment:
-    """The experiment restricted to rows whose label contains one of `only` (None: all)."""
+    """The experiment restricted to rows matching one of `only` (`row_matches`; None: all)."""
     if not only:
         return experiment
-    rows = tuple(r for r in experiment.rows if any(o in r.label for o in only))
+    rows = tuple(r for r in experiment.rows if any(row_matches(r.label, o) for o in only))
     if not rows:
         raise ValueError(f"no row of {experiment.name} matches {only}; rows: {[r.label for r in experiment.rows]}")
     published = {k: v for k, v in experiment.published.items() if k in {r.label for r in rows}}
