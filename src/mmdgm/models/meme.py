@@ -137,22 +137,32 @@ class MEME(MultimodalVAE):
 
     def forward(self, batch: Batch) -> ModelOutput:
         """Mean over rows of -L: L_Bi (or the one trained direction) on paired rows, L(m) on
-        rows observing m alone (eq. 5)."""
+        rows observing m alone (eq. 5). Each bound is computed on its own rows only (in that
+        order: paired, s alone, t alone), so unpaired rows cost no inner samples."""
         batch.validate(self.modalities)
         batch = batch.zero_missing()
         s, t = self.names
         has_s, has_t = batch.mask[s], batch.mask[t]
         paired = has_s & has_t
-        bi = sum(self.directional_bound(batch, a, b) for a, b in self.directions) / len(self.directions)
-        only_s, only_t = self.unimodal_bound(batch, s), self.unimodal_bound(batch, t)
-        zero = torch.zeros_like(bi)
-        per_point = torch.where(paired, bi, torch.where(has_s, only_s, torch.where(has_t, only_t, zero)))
+        per_point = torch.zeros(batch.size, device=paired.device)
+        bounds = ((paired, self.bidirectional_bound),
+                  (has_s & ~has_t, lambda rows: self.unimodal_bound(rows, s)),
+                  (has_t & ~has_s, lambda rows: self.unimodal_bound(rows, t)))
+        for rows, bound in bounds:
+            index = rows.nonzero().flatten()
+            if len(index):
+                value = bound(batch.select(index))
+                per_point = per_point.to(value.dtype).index_put((index,), value)
         loss = -per_point.mean()
         with torch.no_grad():
             n_paired = int(paired.sum())
             metrics = {"loss": float(loss), "paired_fraction": n_paired / batch.size,
-                       "bound_paired": float(bi[paired].mean()) if n_paired else math.nan}
+                       "bound_paired": float(per_point[paired].mean()) if n_paired else math.nan}
         return ModelOutput(loss, metrics, per_point)
+
+    def bidirectional_bound(self, batch: Batch) -> Tensor:
+        """L_Bi per row: the mean of the trained directions' bounds (eq. 2; one direction: eq. 6)."""
+        return sum(self.directional_bound(batch, a, b) for a, b in self.directions) / len(self.directions)
 
     def encode(self, batch: Batch, modalities: list[str] | None = None) -> MixtureOfExperts:
         """q(z | x_m) for one modality; for both, the equal mixture of the two posteriors
