@@ -186,7 +186,8 @@ def test_builtin_contrastive_configs(name, setting):
     base = load_config("mmvae-synthetic-pairs" if (model_name, setting) == ("mmvae", "default") else f"{model_name}-{setting}")
     assert cfg.model.contrastive.estimator == ("iwae" if name.startswith("ci") else "cubo")
     assert (cfg.model.contrastive.gamma, cfg.model.contrastive.n_negatives) == (2.0, 5)
-    assert cfg.model.modalities == base.model.modalities and cfg.model.options == base.model.options
+    no_annealing = {"annealing_steps": 0} if model_name == "mvae" else {}
+    assert cfg.model.modalities == base.model.modalities and cfg.model.options == {**base.model.options, **no_annealing}
     model = build_model(cfg.model, {m: SHAPES[m] for m in cfg.model.modalities})
     assert isinstance(model, MODELS.get(cfg.model.name)) and type(model).__name__.startswith("Contrastive")
 
@@ -261,3 +262,14 @@ def test_anchored_replacements_cover_every_other_row():
     J = anchored_indices(rows, 3, 3000, replaced=1)
     assert torch.equal(J[0], rows.expand(3000, -1)) and torch.equal(J[2], rows.expand(3000, -1))
     assert (J[1] != J[0]).all() and set(J[1, :, 0].tolist()) == {5, 7, 8}
+
+
+def test_a_model_whose_objective_is_no_bound_is_refused():
+    """MVAE's KL annealing (beta < 1) leaves term 1 free of the KL while term 2's bound keeps
+    it; training then diverged by step 15, so the pairing is a clear error."""
+    mods = [Modality(n, (5,), kind="vector", net_options={"hidden": [8]}) for n in ("a", "b")]
+    assert not MODELS.get("mvae")(mods, 3, annealing_steps=10, **GAUSSIAN).objective_is_bound()
+    assert MODELS.get("mvae")(mods, 3, annealing_steps=0, **GAUSSIAN).objective_is_bound()
+    with pytest.raises(ValueError, match="annealing_steps=0"):
+        vector_model("mvae", contrastive={"estimator": "iwae"}, annealing_steps=10)
+    vector_model("mvae", contrastive={"estimator": "iwae"}, annealing_steps=0)

@@ -285,6 +285,11 @@ class MultimodalVAE(TrainedModel):
         when None (the same draws either way: encoders draw no random numbers in eval mode)."""
         raise NotImplementedError
 
+    def objective_is_bound(self) -> bool:
+        """Whether `forward`'s per_point is a lower bound on log p(x_observed) at every
+        training step (False for a model that anneals its KL term from 0)."""
+        return True
+
     def bound(self, batch: Batch, K: int, estimator: str = "iwae") -> Tensor:
         """Per-data-point estimate of log p(x_observed), shape (B,), with gradients: the
         IWAE lower bound or the CUBO upper bound (`pooled_bound`) of `joint_log_weights`."""

@@ -96,6 +96,12 @@ class ContrastiveObjective:
         self.n_negatives = n_negatives
         self.contrastive_K = K if K is not None else getattr(self, "K", 1)
         at_least("contrastive K", self.contrastive_K, 1)
+        if not self.objective_is_bound():
+            raise ValueError(
+                f"{type(self).__name__}: the contrastive objective needs the model's own objective (term 1) to be "
+                "a lower bound on log p at every step, like term 2's bound; with MVAE's KL annealing term 1 is "
+                "free of the KL at first and training diverged (posteriors pushed off the prior to lower the "
+                "negatives' bounds: loss -52,106 then NaN by step 15). Set model.options.annealing_steps=0")
 
     def negative_term(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
         """log sum_n exp bound(negative n) per data point (zero on incomplete rows), and the

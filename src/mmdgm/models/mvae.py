@@ -74,6 +74,10 @@ class MVAE(MultimodalVAE):
             return 1.0
         return min(1.0, int(self.step) / self.annealing_steps)
 
+    def objective_is_bound(self) -> bool:
+        """Not while beta < 1: with KL annealing the objective is no bound on log p."""
+        return self.annealing_steps == 0
+
     def partial_subsets(self) -> list[list[str]]:
         """The subset terms besides the joint one: each modality alone, then `n_subsets`
         distinct random subsets of size 2..M-1 (none when M = 2)."""
