@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mmdgm import Batch, Modality
+from mmdgm.batch import repaired_batch
 from mmdgm.config import ConfigError, load_config
 from mmdgm.models import MODELS
 from mmdgm.models.base import pooled_bound
@@ -34,10 +35,16 @@ def vector_batch(names=("a", "b", "c"), n=7, seed=0, missing=()):
     return Batch(data, mask)
 
 
+def tuple_bounds(model, bound):
+    """A `repaired_bounds` that applies `bound` to the re-paired tuples as one batch."""
+    return lambda batch, J, K, estimator: bound(repaired_batch(batch, model.names, J), K, estimator)
+
+
 def run_recorded(monkeypatch, model, batch, base: str, indices: str, bound, seed: int):
-    """The contrastive forward with `bound` replaced and every index matrix that
-    `mmdgm.models.contrastive.<indices>` draws recorded; also the base model's per-point
-    objective from the same random state. Returns (output, objective, recorded matrices)."""
+    """The contrastive forward with the tuples' bound replaced by `bound` and every index
+    matrix that `mmdgm.models.contrastive.<indices>` draws recorded (positions among the
+    complete rows); also the base model's per-point objective from the same random state.
+    Returns (output, objective, recorded matrices)."""
     import mmdgm.models.contrastive as contrastive
 
     draw, recorded = getattr(contrastive, indices), []
@@ -46,7 +53,7 @@ def run_recorded(monkeypatch, model, batch, base: str, indices: str, bound, seed
         recorded.append(draw(*args))
         return recorded[-1]
 
-    monkeypatch.setattr(model, "bound", bound)
+    monkeypatch.setattr(model, "repaired_bounds", tuple_bounds(model, bound))
     monkeypatch.setattr(contrastive, indices, record)
     torch.manual_seed(seed)
     out = model(batch)
@@ -65,13 +72,14 @@ def test_repaired_loss_equals_brute_force_with_a_known_bound(monkeypatch):
 
     out, objective, recorded = run_recorded(monkeypatch, model, batch, "mmvae", "repaired_indices", bound, 3)
     (J,) = recorded
-    assert J.shape == (3, 4, 6) and 2 not in J.unique().tolist()
+    complete = [r for r in range(batch.size) if r != 2]
+    assert J.shape == (3, 4, 6) and set(J.unique().tolist()) <= set(range(6))
     want = []
     for i in range(batch.size):
         total = -1.7 * objective[i].item()
         if i != 2:
-            anchor = [r for r in range(batch.size) if r != 2].index(i)
-            tuples = [[int(J[m, n, anchor]) for m in range(3)] for n in range(4)]
+            anchor = complete.index(i)
+            tuples = [[complete[int(J[m, n, anchor])] for m in range(3)] for n in range(4)]
             values = [-sum(float((batch.data[k][r].double() ** 2).sum()) for k, r in zip("abc", t)) / 10 for t in tuples]
             top = max(values)
             total += top + math.log(sum(math.exp(v - top) for v in values))
@@ -142,7 +150,7 @@ def test_large_bounds_stay_finite(monkeypatch, negatives):
         bounds["v"] = torch.linspace(-3e4, 3e4, b.size, requires_grad=True)
         return bounds["v"]
 
-    monkeypatch.setattr(model, "bound", bound)
+    monkeypatch.setattr(model, "repaired_bounds", tuple_bounds(model, bound))
     out = model(vector_batch(n=6))
     out.loss.backward()
     assert torch.isfinite(out.loss) and torch.isfinite(bounds["v"].grad).all()
@@ -273,3 +281,42 @@ def test_a_model_whose_objective_is_no_bound_is_refused():
     with pytest.raises(ValueError, match="annealing_steps=0"):
         vector_model("mvae", contrastive={"estimator": "iwae"}, annealing_steps=10)
     vector_model("mvae", contrastive={"estimator": "iwae"}, annealing_steps=0)
+
+
+def test_mmvae_repaired_bounds_are_each_tuples_tight_bound_on_shared_draws():
+    """MMVAE's shared-draw `repaired_bounds` against loops over each tuple: its strata's
+    draws are those of the rows it takes each modality from, its log-weights eq. (3) with
+    its own mixture; under the identity pairing it is `bound` of the batch, draw for draw."""
+    model = vector_model("mmvae", K=3)
+    batch = vector_batch(n=5)
+    J = torch.cat([repaired_indices(torch.arange(5), 3, 2), anchored_indices(torch.arange(5), 3, 2, 1)], 1)
+    for estimator in ("iwae", "cubo"):
+        torch.manual_seed(4)
+        got = model.repaired_bounds(batch, J, 3, estimator)
+        torch.manual_seed(4)
+        experts = model.encode(batch).experts
+        base = torch.stack([e.rsample((3,)) for e in experts]).double()
+        names = model.names
+        want = []
+        for t in range(J.shape[1] * J.shape[2]):
+            rows = [int(J[m].reshape(-1)[t]) for m in range(3)]
+            lw = []
+            for r in range(3):
+                for k in range(3):
+                    z = base[r, k, rows[r]]
+                    total = model.prior().log_prob(z.float()).double().sum()
+                    for d, name in enumerate(names):
+                        lik = model.likelihood(name, z.float()[None])
+                        total += model.modalities[name].llik_scale * lik.log_prob_sum(batch.data[name][rows[d]][None], 1)[0].double()
+                    q = [type(e)(e.loc[rows[m]].double(), e.scale[rows[m]].double()).log_prob(z).sum() for m, e in enumerate(experts)]
+                    lw.append(total - (torch.logsumexp(torch.stack(q), 0) - math.log(3)))
+            lw = torch.stack(lw)
+            want.append(torch.logsumexp(lw, 0) - math.log(9) if estimator == "iwae" else (torch.logsumexp(2 * lw, 0) - math.log(9)) / 2)
+        torch.testing.assert_close(got.double(), torch.stack(want).detach(), rtol=1e-5, atol=1e-4)
+    identity = torch.arange(5).expand(3, 1, 5)
+    torch.manual_seed(9)
+    paired = model.repaired_bounds(batch, identity, 3, "cubo")
+    torch.manual_seed(9)
+    torch.testing.assert_close(paired, model.bound(batch, 3, "cubo"))
+    with pytest.raises(ValueError, match="every modality observed"):
+        model.repaired_bounds(vector_batch(n=5, missing=[("a", 1)]), J, 3)

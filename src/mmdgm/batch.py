@@ -129,3 +129,9 @@ def check_tokens(name: str, x: Tensor, shape: tuple[int, ...]) -> None:
         raise BatchError(f"modality {name!r} has token shape {tuple(x.shape[1:])}; expected {tuple(shape[:-1])}")
     if x.numel() and (int(x.min()) < 0 or int(x.max()) >= shape[-1]):
         raise BatchError(f"modality {name!r} has token indices {int(x.min())}..{int(x.max())} outside 0..{shape[-1] - 1}")
+
+
+def repaired_batch(batch: Batch, names: list[str], J: Tensor) -> Batch:
+    """The re-paired tuples of the index matrix J (M, R, n) as one fully observed batch of
+    R * n rows: row r * n + i takes modality names[m] from row J[m, r, i] of `batch`."""
+    return Batch({name: batch.data[name][J[m].reshape(-1)] for m, name in enumerate(names)})

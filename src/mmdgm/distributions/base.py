@@ -86,6 +86,11 @@ class Distribution:
         scale = self.scale.detach() if isinstance(self.scale, Tensor) else self.scale
         return type(self)(self.loc.detach(), scale)
 
+    def select(self, rows: Tensor) -> "Distribution":
+        """The distribution of the given rows (indices into the first dimension of `loc`)."""
+        scale = self.scale[rows] if isinstance(self.scale, Tensor) else self.scale
+        return type(self)(self.loc[rows], scale)
+
     def expand_dims(self, dims: int) -> "Distribution":
         """View with `dims` new leading singleton dimensions (for broadcasting)."""
         idx = (None,) * dims

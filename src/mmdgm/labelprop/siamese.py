@@ -8,10 +8,10 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from mmdgm.batch import Batch
+from mmdgm.batch import Batch, repaired_batch
 from mmdgm.config import ModelConfig
 from mmdgm.data import MultimodalDataset
-from mmdgm.models.contrastive import negative_batch, repaired_indices
+from mmdgm.models.contrastive import repaired_indices
 from mmdgm.nets import ENCODERS
 
 
@@ -58,7 +58,7 @@ def train_siamese(model: ModelConfig, related: MultimodalDataset, epochs: int = 
                 if batch.size < len(names):
                     continue
                 rows = torch.arange(batch.size)
-                negatives = negative_batch(batch, names, repaired_indices(rows, len(names), 1))
+                negatives = repaired_batch(batch, names, repaired_indices(rows, len(names), 1))
                 d = torch.cat([net.distance(batch), net.distance(negatives)])
                 truth = torch.cat([torch.ones(batch.size, dtype=torch.bool), torch.zeros(batch.size, dtype=torch.bool)])
                 loss = pair_loss(d, truth, margin)

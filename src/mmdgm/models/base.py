@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from mmdgm.batch import Batch, BatchError
+from mmdgm.batch import Batch, BatchError, repaired_batch
 from mmdgm.distributions import DISTRIBUTIONS, SCALES, Distribution
 from mmdgm.modalities import Modality
 from mmdgm.nets import DECODERS, ENCODERS
@@ -295,6 +295,13 @@ class MultimodalVAE(TrainedModel):
         IWAE lower bound or the CUBO upper bound (`pooled_bound`) of `joint_log_weights`."""
         batch.validate(self.modalities)
         return pooled_bound(*self.joint_log_weights(batch.zero_missing(), K), estimator)
+
+    def repaired_bounds(self, batch: Batch, J: Tensor, K: int, estimator: str = "iwae") -> Tensor:
+        """`bound` of every re-paired tuple of the complete `batch`, shape (R * n,): J (M, R, n)
+        holds row indices, tuple r * n + i takes modality `names[m]` from row J[m, r, i] (the
+        contrastive objective's negatives). Default: `bound` of the tuples as one batch; a
+        model may share work between tuples that hold the same items."""
+        return self.bound(repaired_batch(batch, self.names, J), K, estimator)
 
     @torch.no_grad()
     def log_likelihood(self, batch: Batch, K: int = 1000, chunk: int = 100) -> Tensor:

@@ -58,12 +58,6 @@ def anchored_indices(rows: Tensor, n_modalities: int, n_negatives: int, replaced
     return rows[pos]
 
 
-def negative_batch(batch: Batch, names: list[str], J: Tensor) -> Batch:
-    """The re-paired tuples of J (M, N, n) as one batch of N * n fully observed rows,
-    negative-major (row k * n + i is negative k of anchor i)."""
-    return Batch({name: batch.data[name][J[m].reshape(-1)] for m, name in enumerate(names)})
-
-
 DEFAULTS = {"estimator": "iwae", "gamma": 2.0, "n_negatives": 5, "K": None, "negatives": "anchored"}
 NEGATIVES = ("anchored", "repaired")
 
@@ -112,12 +106,13 @@ class ContrastiveObjective:
         term = torch.zeros(batch.size, device=complete.device)
         if len(rows) < (M if self.negatives == "repaired" else 2):
             return term, None
+        positions = torch.arange(len(rows), device=rows.device)
         if self.negatives == "repaired":
-            matrices = [repaired_indices(rows, M, self.n_negatives)]
+            matrices = [repaired_indices(positions, M, self.n_negatives)]
         else:
-            matrices = [anchored_indices(rows, M, self.n_negatives, m) for m in range(M)]
-        J = torch.cat(matrices, 1)  # (M, len(matrices) * N, n)
-        bounds = self.bound(negative_batch(batch, self.names, J), self.contrastive_K, self.contrastive_estimator)
+            matrices = [anchored_indices(positions, M, self.n_negatives, m) for m in range(M)]
+        J = torch.cat(matrices, 1)  # (M, len(matrices) * N, n), positions among `rows`
+        bounds = self.repaired_bounds(batch.select(rows), J, self.contrastive_K, self.contrastive_estimator)
         lse = torch.logsumexp(bounds.view(len(matrices), self.n_negatives, len(rows)), 1).mean(0)
         return term.to(lse.dtype).index_put((rows,), lse), bounds
 

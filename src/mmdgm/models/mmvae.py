@@ -10,7 +10,7 @@ from torch import Tensor
 
 from mmdgm.batch import Batch
 from mmdgm.distributions import MixtureOfExperts
-from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, at_least
+from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, at_least, pooled_bound
 from mmdgm.objectives import dreg, dreg_mixture, elbo, iwae, iwae_stl
 from mmdgm.registry import nearest
 
@@ -130,6 +130,37 @@ class MMVAE(MultimodalVAE):
                 "elbo": float(elbo(s.lw, s.mask).mean()),
             }
         return ModelOutput(loss, metrics, per_point)
+
+    def repaired_bounds(self, batch: Batch, J: Tensor, K: int, estimator: str = "iwae") -> Tensor:
+        """`bound` of every re-paired tuple (base contract) at the cost of one bound of `batch`.
+
+        K draws per expert of every row are decoded once by every decoder and shared by all
+        tuples that hold that row's item of the expert's modality. Tuple t = (x_1^(J_1t), ...,
+        x_M^(J_Mt)) pools the draws z of its M strata (z ~ q(z | x_r^(J_rt)) for stratum r)
+        with the tight MoE log-weights of eq. (3) under its own mixture:
+            lw = log p(z) + sum_d s_d log p(x_d^(J_dt) | z) - log (1/M) sum_m q(z | x_m^(J_mt)).
+        Each tuple's estimate has the default's distribution; tuples sharing an item share its
+        draws, so their estimates are correlated (each is still an IWAE / CUBO estimate)."""
+        batch.validate(self.modalities)
+        if not batch.complete:
+            raise ValueError("repaired_bounds needs a batch with every modality observed in every row")
+        names = self.names
+        q = self.encode(batch)
+        base = torch.stack([e.rsample((K,)) for e in q.experts])  # (M, K, n, D)
+        flat = J.reshape(len(names), -1)  # (M, T)
+        tuple_q = MixtureOfExperts([e.select(rows) for e, rows in zip(q.experts, flat)])
+        log_weights = []
+        for r in range(len(names)):
+            z = base[r][:, flat[r]]  # (K, T, D): the draws of each tuple's stratum r
+            lw = self.prior().log_prob(z).sum(-1) - tuple_q.log_prob(z)
+            for d, name in enumerate(names):
+                spec = self.modalities[name]
+                params = self.decoders[name](base[r])[:, flat[r]]
+                lik = self.lik_cls[name](params, spec.likelihood_scale)
+                lw = lw + spec.llik_scale * lik.log_prob_sum(batch.data[name][flat[d]], len(spec.shape))
+            log_weights.append(lw)
+        lw = torch.cat(log_weights, 0)  # (M * K, T)
+        return pooled_bound(lw, torch.full(lw.shape[1:], lw.shape[0], device=lw.device), estimator)
 
     def joint_log_weights(self, batch: Batch, K: int, proposal: MixtureOfExperts | None = None) -> tuple[Tensor, Tensor]:
         """K draws per observed expert of the MoE posterior, pooled (the tight bound's weights)."""
