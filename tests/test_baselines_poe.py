@@ -399,3 +399,22 @@ def test_builtin_configs_build_their_model(name, setting):
     assert cfg.model.name == name and cfg.model.posterior == cfg.model.prior == "normal"
     model = build_model(cfg.model, SHAPES[setting])
     assert type(model) is MODELS.get(name) and model.latent_dim == cfg.model.latent_dim
+
+
+def test_exp_scale_keeps_a_runaway_expert_finite_in_the_product():
+    """A log-variance of 194 (cI-MVAE's collapsed image expert on captions, step 26) gave an
+    inf scale and a NaN gradient through the product of experts; clamped at +-80 the
+    product is the other experts' and every gradient is finite. In range: exp(raw / 2)."""
+    from mmdgm.distributions.base import exp_scale
+
+    raw = torch.tensor([[194.0, 0.3], [-1.0, -200.0]], requires_grad=True)
+    locs = torch.tensor([[[2.0, 1.0]], [[-1.0, 0.5]]], requires_grad=True)
+    scales = exp_scale(raw)[:, None, :]
+    assert torch.isfinite(scales).all() and torch.isfinite(scales.pow(-2)).all()
+    product = product_of_gaussians(locs, scales, prior_expert=False)
+    (product.loc.sum() + product.scale.log().sum()).backward()
+    assert torch.isfinite(raw.grad).all() and torch.isfinite(locs.grad).all()
+    assert product.loc[0, 0].item() == pytest.approx(-1.0, abs=1e-6)  # expert 0 carries no weight
+    assert product.loc[0, 1].item() == pytest.approx(0.5, abs=1e-6)  # expert 1 (variance e^-80) wins
+    inside = torch.linspace(-60, 60, 7)
+    torch.testing.assert_close(exp_scale(inside), torch.exp(inside / 2))

@@ -185,7 +185,14 @@ def softmax_scale(raw: Tensor, eta: float = 1e-6) -> Tensor:
     return torch.softmax(raw, dim=-1) * raw.shape[-1] + eta
 
 
+LOG_VARIANCE_LIMIT = 80.0
+
+
 @SCALES.register("exp")
 def exp_scale(raw: Tensor, eta: float = 0.0) -> Tensor:
-    """scale = exp(raw / 2) + eta, i.e. raw is a log-variance."""
-    return torch.exp(0.5 * raw) + eta
+    """scale = exp(raw / 2) + eta, i.e. raw is a log-variance, clamped to +-80 so that the
+    variance and the precision stay finite normal float32 numbers. Without the clamp an
+    expert that carries no information can drift past exp's range (cI-MVAE on captions:
+    log-variance 194 by step 26) and its inf scale turns the product of experts' gradient
+    into NaN (0 * inf); within the range nothing changes."""
+    return torch.exp(0.5 * raw.clamp(-LOG_VARIANCE_LIMIT, LOG_VARIANCE_LIMIT)) + eta
