@@ -12,7 +12,7 @@ from mmdgm import Batch, Modality
 from mmdgm.batch import repaired_batch
 from mmdgm.config import ConfigError, load_config
 from mmdgm.models import MODELS
-from mmdgm.models.base import pooled_bound
+from mmdgm.models.base import MultimodalVAE, pooled_bound
 from mmdgm.models.contrastive import anchored_indices, contrastive_class, repaired_indices
 from mmdgm.models.factory import build_model
 
@@ -320,3 +320,20 @@ def test_mmvae_repaired_bounds_are_each_tuples_tight_bound_on_shared_draws():
     torch.testing.assert_close(paired, model.bound(batch, 3, "cubo"))
     with pytest.raises(ValueError, match="every modality observed"):
         model.repaired_bounds(vector_batch(n=5, missing=[("a", 1)]), J, 3)
+
+
+def test_mvae_repaired_bounds_equal_the_default_draw_for_draw():
+    """MVAE encodes each row once and gathers the experts of every tuple: the same bounds,
+    from the same draws, as the default (`bound` of the re-paired tuples as one batch)."""
+    model = vector_model("mvae", annealing_steps=0, K=3)
+    batch = vector_batch(n=6)
+    J = torch.cat([repaired_indices(torch.arange(6), 3, 2), anchored_indices(torch.arange(6), 3, 3, 2)], 1)
+    for estimator in ("iwae", "cubo"):
+        torch.manual_seed(2)
+        got = model.repaired_bounds(batch, J, 3, estimator)
+        torch.manual_seed(2)
+        want = MultimodalVAE.repaired_bounds(model, batch, J, 3, estimator)
+        assert got.shape == (5 * 6,)
+        torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="every modality observed"):
+        model.repaired_bounds(vector_batch(n=6, missing=[("c", 0)]), J, 3)
