@@ -268,3 +268,18 @@ def test_a_config_under_other_scale_settings_is_another_run(tmp_path):
     here = run_dir_of(tmp_path, experiment, "smoke", row, 1)
     assert run_dir_of(tmp_path, longer, "smoke", row, 1) != here
     assert run_dir_of(tmp_path, same, "smoke", row, 1) == here
+
+
+def test_report_only_trains_nothing_and_lists_what_did_not_run(tmp_path):
+    experiment = EXPERIMENTS.get("tiny-table")
+    md, _ = reproduce("tiny-table", "smoke", [1], tmp_path, report_only=True)
+    text = md.read_text()
+    assert not (tmp_path / "runs").exists()
+    assert "**not run**: MMVAE seed 1; MVAE seed 1" in text and table_cells(text)["MMVAE"][0] == "–"
+    reproduce("tiny-table", "smoke", [1], tmp_path, only=["=MMVAE"])
+    md, _ = reproduce("tiny-table", "smoke", [1, 2], tmp_path, report_only=True)
+    text = md.read_text()
+    acc = 100 * read_eval(run_dir_of(tmp_path, experiment, "smoke", experiment.rows[0], 1))["latent_accuracy"]["a"]
+    assert table_cells(text)["MMVAE"][0] == fmt(*mean_std([acc]), 1)
+    assert "**not run**: MMVAE seed 2; MVAE seed 1; MVAE seed 2" in text
+    assert not run_dir_of(tmp_path, experiment, "smoke", experiment.rows[1], 1).exists()

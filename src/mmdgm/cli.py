@@ -149,7 +149,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         return 0
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     only = [r.strip() for r in args.rows.split(",")] if args.rows else None
-    md, page = reproduce(args.name, args.scale, seeds, Path(args.out), only, args.device)
+    md, page = reproduce(args.name, args.scale, seeds, Path(args.out), only, args.device, args.report_only)
     print(md.read_text())
     print(f"wrote {md} and {page}")
     return 0
@@ -269,6 +269,8 @@ def parser() -> argparse.ArgumentParser:
                     "and evaluation (default auto)")
     rp.add_argument("--rows", help="comma-separated substrings: run only the rows whose label contains one "
                     "(e.g. 'K=2' or 'MMVAE'); '=LABEL' selects that label exactly (e.g. '=MMVAE (100%%)')")
+    rp.add_argument("--report-only", action="store_true", help="train nothing: report the finished runs "
+                    "(evaluating what they lack) and list the unfinished or missing ones as not run")
     rp.set_defaults(func=cmd_reproduce)
 
     lp = sub.add_parser(

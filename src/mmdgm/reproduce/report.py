@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from mmdgm.reproduce.experiment import Experiment
@@ -23,7 +24,9 @@ def table(experiment: Experiment, cells: dict[str, dict[str, str]]) -> tuple[lis
     return header, rows
 
 
-def facts(experiment: Experiment, scale: str, seeds: list[int], wall: float, train_wall: float) -> list[tuple[str, str]]:
+def facts(
+    experiment: Experiment, scale: str, seeds: list[int], wall: float, train_wall: float, not_run: Sequence[str] = ()
+) -> list[tuple[str, str]]:
     note = experiment.scales[scale].note
     return [
         ("reference", experiment.reference),
@@ -31,7 +34,7 @@ def facts(experiment: Experiment, scale: str, seeds: list[int], wall: float, tra
         ("scale", f"{scale}" + (f": {note}" if note else "")),
         ("seeds", ", ".join(map(str, seeds))),
         ("wall time", f"{wall / 60:.1f} min this invocation; {train_wall / 60:.1f} min of training in all runs"),
-    ]
+    ] + ([("not run", "; ".join(not_run) + " (their cells hold only the seeds that ran)")] if not_run else [])
 
 
 def markdown(experiment: Experiment, header: list[str], rows: list[list[str]], info: list[tuple[str, str]]) -> str:
@@ -82,10 +85,12 @@ def write_reports(
     out_dir: Path,
     wall: float,
     train_wall: float,
+    not_run: Sequence[str] = (),
 ) -> tuple[Path, Path]:
-    """Write report.md and report.html into `out_dir`; returns their paths."""
+    """Write report.md and report.html into `out_dir`; returns their paths. `not_run`:
+    the row-seed pairs left out (`--report-only`), listed in the report."""
     header, rows = table(experiment, cells)
-    info = facts(experiment, scale, seeds, wall, train_wall)
+    info = facts(experiment, scale, seeds, wall, train_wall, list(not_run))
     md, page = out_dir / "report.md", out_dir / "report.html"
     atomic_write_text(md, markdown(experiment, header, rows, info))
     atomic_write_text(page, html_page(experiment, header, rows, info, runs, out_dir))

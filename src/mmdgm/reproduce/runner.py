@@ -152,11 +152,18 @@ def select_rows(experiment: Experiment, only: list[str] | None) -> Experiment:
     return dataclasses.replace(experiment, rows=rows, published=published)
 
 
+def finished(run_dir: Path, row: Row) -> bool:
+    """Whether the row's run (or label-propagation pipeline) in `run_dir` has finished."""
+    return (run_dir / ("results.json" if row.propagation is not None else FINAL)).exists()
+
+
 def reproduce(
-    name: str, scale: str, seeds: list[int], out: Path, only: list[str] | None = None, device: str = "auto"
+    name: str, scale: str, seeds: list[int], out: Path, only: list[str] | None = None, device: str = "auto",
+    report_only: bool = False,
 ) -> tuple[Path, Path]:
     """Run experiment `name` (its rows matching `only`) at `scale` for `seeds` on `device`;
-    runs go to `out`/runs, the report to `out`/name/scale."""
+    runs go to `out`/runs, the report to `out`/name/scale. `report_only`: train nothing,
+    report the finished runs (evaluating what they lack) and list the others as not run."""
     experiment = select_rows(EXPERIMENTS.get(name), only)
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {list(SCALES)}")
@@ -165,11 +172,15 @@ def reproduce(
     out = Path(out)
     values: dict[str, dict[str, list[float]]] = {}
     runs: dict[str, list[Path]] = {}
+    not_run: list[str] = []
     start = time.time()
     for i, row in enumerate(experiment.rows):
         values[row.label] = {c.label: [] for c in experiment.columns}
         for seed in seeds:
             run_dir = run_dir_of(out, experiment, scale, row, seed)
+            if report_only and not finished(run_dir, row):
+                not_run.append(f"{row.label} seed {seed}")
+                continue
             if row.propagation is not None:
                 results = ensure_propagated(experiment, row, scale, seed, run_dir)
                 runs.setdefault(row.label, []).append(run_dir / "propagated")
@@ -191,4 +202,4 @@ def reproduce(
     report_dir.mkdir(parents=True, exist_ok=True)
     if any(r.x is not None for r in experiment.rows):
         plot_curves(experiment, values, report_dir / CURVES)
-    return write_reports(experiment, scale, seeds, cells, runs, report_dir, time.time() - start, train_seconds)
+    return write_reports(experiment, scale, seeds, cells, runs, report_dir, time.time() - start, train_seconds, not_run)
