@@ -90,3 +90,26 @@ def test_bad_plans_and_rows_are_clear_errors(tmp_path):
         run.load_dataset(cfg, "train")
     assert cli.main(["label-propagation", "--config", "ci-mmvae-default", "--related-fraction", "0",
                      "--out", str(tmp_path / "lp")]) == 2
+
+
+def test_a_directory_holding_another_plan_is_refused(propagated, tmp_path):
+    """A pipeline of another related fraction in the same directory must not reuse these
+    stages; a pre-plan.json directory is checked against its results.json's plan."""
+    import dataclasses
+    import json
+
+    from mmdgm.labelprop.pipeline import claim
+
+    plan, out, _ = propagated
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*.pt")}
+    with pytest.raises(ValueError, match=r"another plan \(differs in \['related_fraction'\]\)"):
+        label_propagation(dataclasses.replace(plan, related_fraction=0.5), out)
+    assert stamps == {p: p.stat().st_mtime_ns for p in out.glob("*.pt")}
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "results.json").write_text(json.dumps({"plan": dataclasses.asdict(plan)}))
+    claim(legacy, plan)
+    assert json.loads((legacy / "plan.json").read_text())["related_fraction"] == 0.25
+    (legacy / "plan.json").unlink()
+    with pytest.raises(ValueError, match=r"differs in \['K'\]"):
+        claim(legacy, dataclasses.replace(plan, K=7))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -186,6 +187,17 @@ def test_curves_and_label_propagation_rows(tmp_path):
     assert cells["propagated"][2] == fmt(100 * results["runs"]["propagated"]["latent_accuracy"]["a"], 0.0, 1)
     assert cells["plain"][0] != "–" and cells["plain"][4] == "–"
     assert (md.parent / "curves.png").stat().st_size > 1000 and "curves.png" in page.read_text()
+
+
+def test_label_propagation_rows_get_their_own_directories():
+    """Figure 8's rows differ only in the related fraction: each pipeline has its own
+    directory, apart from the run that trains the same config without propagation."""
+    experiment = EXPERIMENTS.get("contrastive-figure8")
+    dirs = {run_dir_of(Path("out"), experiment, "cpu", row, 1) for row in experiment.rows}
+    assert len(dirs) == len(experiment.rows) and all(d.parent.name.startswith("labelprop-") for d in dirs)
+    table1 = EXPERIMENTS.get("contrastive-table1")
+    trained = {run_dir_of(Path("out"), table1, "cpu", row, 1) for row in table1.rows}
+    assert not dirs & trained
 
 
 def test_scale_overrides_by_model():

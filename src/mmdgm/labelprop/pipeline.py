@@ -172,10 +172,32 @@ def judged(scores: dict[str, Tensor], truth: Tensor) -> tuple[dict, Tensor]:
     return {"S_m": on_s_m, "F_m": {**prf(predicted, truth), "auc": auc_f_m}}, predicted
 
 
+PLAN = "plan.json"
+
+
+def claim(out: Path, plan: Plan) -> None:
+    """Record `plan` in `out`, or raise a ValueError if `out` holds a pipeline of another
+    plan (its plan.json, or the plan inside the results.json of a directory from before
+    plan.json), so that no stage of one plan is reused for another."""
+    wanted = json.loads(json.dumps(dataclasses.asdict(plan)))
+    for name in (PLAN, "results.json"):
+        path = out / name
+        if path.exists():
+            held = json.loads(path.read_text())
+            held = held if name == PLAN else held.get("plan")
+            if held != wanted:
+                diff = sorted(k for k in set(held or {}) | set(wanted) if (held or {}).get(k) != wanted.get(k))
+                raise ValueError(f"{out} holds a label-propagation run of another plan (differs in {diff}); "
+                                 "give another output directory")
+            break
+    atomic_write_text(out / PLAN, json.dumps(wanted, indent=2) + "\n")
+
+
 def label_propagation(plan: Plan, out: Path) -> dict:
     """Run the pipeline (module docstring) into `out`; returns results.json's content."""
     plan.check()
     out.mkdir(parents=True, exist_ok=True)
+    claim(out, plan)
     data = full_train_set(plan)
     names = list(data.sources)
     if not (out / "splits.pt").exists():

@@ -31,27 +31,34 @@ def run_dir_of(out: Path, experiment: Experiment, scale: str, row: Row, seed: in
     """Runs live under out/runs/<scale>/<config>[-<hash of every override>]/: the scale's
     overrides for the config and the row's. Experiments that train a run with the same
     settings (e.g. three tables of one paper) share it; the same config trained under
-    another experiment's scale settings is another run."""
+    another experiment's scale settings is another run. A label-propagation row's pipeline
+    lives under labelprop-<config>-<hash>/, its related fraction hashed in too."""
     overrides = [*experiment.scales[scale].overrides_for(row.config), *row.overrides]
     name = slug(row.config)
+    if row.propagation is not None:
+        overrides.append(f"label_propagation.related_fraction={row.propagation}")
+        name = f"labelprop-{name}"
     if overrides:
         name += "-" + hashlib.sha1("\n".join(overrides).encode()).hexdigest()[:10]
     return out / "runs" / scale / name / f"seed{seed}"
 
 
 def ensure_propagated(experiment: Experiment, row: Row, scale: str, seed: int, run_dir: Path) -> dict[str, Any]:
-    """results.json of the row's label-propagation pipeline (each stage reused when done)."""
+    """results.json of the row's label-propagation pipeline (each stage reused when done;
+    a ValueError if `run_dir` holds a pipeline of another plan)."""
     from mmdgm.labelprop import Plan, label_propagation
+    from mmdgm.labelprop.pipeline import claim
 
-    path = run_dir / "results.json"
-    if path.exists():
-        return json.loads(path.read_text())
     sources = [experiment.column_for(row, c) for c in experiment.columns]
     metrics = sorted({c.propagation_path.split("/")[-1] for c in sources
                       if c is not None and (c.propagation_path or "").startswith("runs/")})
     plan = Plan(config=row.config, related_fraction=row.propagation, seed=seed,
                 overrides=[*experiment.scales[scale].overrides_for(row.config), *row.overrides], metrics=metrics,
                 **experiment.scales[scale].metric_options.get("label_propagation", {}))
+    path = run_dir / "results.json"
+    if path.exists():
+        claim(run_dir, plan)
+        return json.loads(path.read_text())
     return label_propagation(plan, run_dir)
 
 
