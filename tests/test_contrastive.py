@@ -283,13 +283,18 @@ def test_a_model_whose_objective_is_no_bound_is_refused():
     vector_model("mvae", contrastive={"estimator": "iwae"}, annealing_steps=0)
 
 
+def mixed_pairings(n: int, anchored: int, replaced: int) -> torch.Tensor:
+    """Index matrix (3, 2 + anchored, n): two re-paired tuples and `anchored` anchored ones per row."""
+    return torch.cat([repaired_indices(torch.arange(n), 3, 2), anchored_indices(torch.arange(n), 3, anchored, replaced)], 1)
+
+
 def test_mmvae_repaired_bounds_are_each_tuples_tight_bound_on_shared_draws():
     """MMVAE's shared-draw `repaired_bounds` against loops over each tuple: its strata's
     draws are those of the rows it takes each modality from, its log-weights eq. (3) with
     its own mixture; under the identity pairing it is `bound` of the batch, draw for draw."""
     model = vector_model("mmvae", K=3)
     batch = vector_batch(n=5)
-    J = torch.cat([repaired_indices(torch.arange(5), 3, 2), anchored_indices(torch.arange(5), 3, 2, 1)], 1)
+    J = mixed_pairings(5, anchored=2, replaced=1)
     for estimator in ("iwae", "cubo"):
         torch.manual_seed(4)
         got = model.repaired_bounds(batch, J, 3, estimator)
@@ -327,7 +332,7 @@ def test_mvae_repaired_bounds_equal_the_default_draw_for_draw():
     from the same draws, as the default (`bound` of the re-paired tuples as one batch)."""
     model = vector_model("mvae", annealing_steps=0, K=3)
     batch = vector_batch(n=6)
-    J = torch.cat([repaired_indices(torch.arange(6), 3, 2), anchored_indices(torch.arange(6), 3, 3, 2)], 1)
+    J = mixed_pairings(6, anchored=3, replaced=2)
     for estimator in ("iwae", "cubo"):
         torch.manual_seed(2)
         got = model.repaired_bounds(batch, J, 3, estimator)
