@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mmdgm import cli
-from mmdgm.config import load_config
+from mmdgm.config import differences, load_config
 from mmdgm.evaluate.report import fmt, mean_std
 from mmdgm.evaluate.runner import read_eval
 from mmdgm.models.factory import build_model
@@ -67,6 +67,26 @@ def test_finished_runs_are_reused_and_interrupted_ones_resumed(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("model.pt")}
     reproduce("tiny-table", "smoke", [1], tmp_path)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("model.pt")} == stamps
+
+
+def test_a_run_trained_from_another_config_is_refused_not_reused(tmp_path):
+    experiment = EXPERIMENTS.get("tiny-table")
+    reproduce("tiny-table", "smoke", [1], tmp_path, only=["=MMVAE"])
+    run_dir = run_dir_of(tmp_path, experiment, "smoke", experiment.rows[0], 1)
+    config = run_dir / "config.yaml"
+    config.write_text(re.sub(r"\n  lr: .*\n", "\n  lr: 0.123\n", config.read_text()))
+    stamp = (run_dir / "model.pt").stat().st_mtime_ns
+    for report_only in (False, True):
+        with pytest.raises(ValueError, match=r"another config .*train\.lr.*move it away"):
+            reproduce("tiny-table", "smoke", [1], tmp_path, only=["=MMVAE"], report_only=report_only)
+    assert (run_dir / "model.pt").stat().st_mtime_ns == stamp
+
+
+def test_config_differences_name_the_dotted_keys():
+    a = load_config("default")
+    b = load_config("default", ["train.lr=0.5", "model.latent_dim=3", "train.device=cpu"])
+    assert differences(a, b, ignore=("train.device",)) == ["model.latent_dim", "train.lr"]
+    assert differences(a, a) == []
 
 
 def test_a_metric_is_rescored_when_its_options_change_and_only_then(tmp_path, monkeypatch, caplog):

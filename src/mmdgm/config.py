@@ -304,3 +304,15 @@ def load_config(name_or_path: str = "default", overrides: list[str] | None = Non
 
 def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
+
+
+def differences(a: Config, b: Config, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Dotted keys whose values differ between `a` and `b` (those in `ignore` left out)."""
+
+    def flat(node: Any, prefix: str) -> dict[str, Any]:
+        if isinstance(node, dict) and node:
+            return {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+        return {prefix[:-1]: node}
+
+    fa, fb = flat(to_dict(a), ""), flat(to_dict(b), "")
+    return sorted(k for k in fa.keys() | fb.keys() if k not in ignore and fa.get(k, "<absent>") != fb.get(k, "<absent>"))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mmdgm import run
-from mmdgm.config import load_config
+from mmdgm.config import differences, load_config
 from mmdgm.evaluate.report import fmt, mean_std
 from mmdgm.evaluate.runner import evaluate_run, read_eval, to_compute
 from mmdgm.reproduce.experiment import EXPERIMENTS, SCALES, Experiment, Row
@@ -81,16 +81,24 @@ def lookup(results: dict[str, Any], metric: str, key: str) -> Any:
 def ensure_trained(
     experiment: Experiment, row_index: int, scale: str, seed: int, run_dir: Path, device: str = "auto"
 ) -> str:
-    """Train (on `device`), resume or reuse the run; returns what was done."""
+    """Train (on `device`), resume or reuse the run; returns what was done. A run trained
+    from another config than the row's now (a built-in config edited since) is an error,
+    never silently reused."""
+    row = experiment.rows[row_index]
+    overrides = [*experiment.scales[scale].overrides_for(row.config), *row.overrides, f"train.seed={seed}",
+                 f"train.device={device}"]
+    config = load_config(row.config, overrides)
+    if (run_dir / "config.yaml").exists():
+        drift = differences(run.read_run_config(run_dir), config, ignore=("train.device",))
+        if drift:
+            raise ValueError(f"{run_dir} was trained from another config than {row.config!r} with this scale's "
+                             f"overrides now (they differ at {', '.join(drift)}); move it away to train it again")
     if (run_dir / FINAL).exists():
         return "reused"
     if (run_dir / CHECKPOINT).exists() or (run_dir / "config.yaml").exists():
         run.resume(run_dir, device)
         return "resumed"
-    row = experiment.rows[row_index]
-    overrides = [*experiment.scales[scale].overrides_for(row.config), *row.overrides, f"train.seed={seed}",
-                 f"train.device={device}"]
-    run.train(load_config(row.config, overrides), run_dir)
+    run.train(config, run_dir)
     return "trained"
 
 
