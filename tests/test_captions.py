@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from mmdgm.batch import Batch, BatchError
+from mmdgm.config import load_config
 from mmdgm.data import DATASETS
 from mmdgm.data.errors import DataFileError
 from mmdgm.data.scene_captions import caption, parse_caption
@@ -21,6 +22,7 @@ from mmdgm.distributions import DISTRIBUTIONS
 from mmdgm.evaluate.attributes import CaptionAttributeReader, attribute_coherence
 from mmdgm.evaluate.context import EvalContext
 from mmdgm.nets import DECODERS, ENCODERS
+from mmdgm.run import load_dataset
 
 OPTS = dict(level=5, n_train=120, n_test=40, captions_per_image=5)
 
@@ -313,14 +315,20 @@ def test_cca_coherence_of_a_perfect_model_equals_the_ground_truth(data_root):
     assert abs(out["joint"]) < out["ground_truth"] / 2
     with pytest.raises(ValueError, match="needs the run's training pairs"):
         METRICS.get("cca_coherence")(EvalContext(model=PartnerModel(test), test_set=test, progress=False))
-    masked = DATASETS.get("synthetic-captions")("train", data_root, **{**OPTS, "n_train": 300},
-                                                observed_fraction=0.1, unpaired_scheme="only:caption")
     options = dict(n_train=None, n=None, k=8, backend="ppmi-svd", pca_components=32)
-    ctx = EvalContext(model=PartnerModel(test), test_set=test, train_set=masked, batch_size=64, progress=False)
-    every = METRICS.get("cca_coherence")(ctx, **options, fit_pairs="all")
-    assert every["n_train"] == len(train) and every["ground_truth"] == pytest.approx(out["ground_truth"], abs=1e-9)
-    observed = METRICS.get("cca_coherence")(ctx, **options)
-    assert observed["n_train"] == round(0.1 * len(masked))
+    data = [f"data.root={data_root}", *(f"data.options.{k}={v}" for k, v in {**OPTS, "n_train": 300}.items())]
+    protocols = {"masked": ["data.options.observed_fraction=0.1", "data.options.unpaired_scheme=only:caption"],
+                 "sub-sampled": ["data.options.unimodal_fraction=0.2"]}
+    for name, protocol in protocols.items():
+        config = load_config("mmvae-captions", data + protocol)
+        run_train = load_dataset(config, "train")
+        ctx = EvalContext(model=PartnerModel(test), test_set=test, train_set=run_train, batch_size=64,
+                          progress=False, full_train=lambda: load_dataset(config, "train", full=True))
+        every = METRICS.get("cca_coherence")(ctx, **options, fit_pairs="all")
+        assert every["n_train"] == len(train), name
+        assert every["ground_truth"] == pytest.approx(out["ground_truth"], abs=1e-9), name
+        observed = METRICS.get("cca_coherence")(ctx, **options)
+        assert observed["n_train"] == int((run_train.mask["image"] & run_train.mask["caption"]).sum()) < len(train) / 4
     with pytest.raises(ValueError, match="fit_pairs must be"):
         METRICS.get("cca_coherence")(ctx, **options, fit_pairs="complete")
 

@@ -12,6 +12,7 @@ import yaml
 from mmdgm.config import Config, build, load_config
 from mmdgm.data import DATASETS, MultimodalDataset
 from mmdgm.data.paths import data_root
+from mmdgm.data.partial import full_data_options
 from mmdgm.models.base import MultimodalVAE
 from mmdgm.models.factory import build_model
 from mmdgm.runtime import configure, resolve_device
@@ -23,11 +24,14 @@ from mmdgm.train.trainer import CHECKPOINT, FINAL, SNAPSHOTS, Trainer, init_seed
 log = logging.getLogger("mmdgm")
 
 
-def load_dataset(config: Config, split: str) -> MultimodalDataset:
-    """The config's dataset split; the train split re-paired by `data.train_rows` if set."""
+def load_dataset(config: Config, split: str, full: bool = False) -> MultimodalDataset:
+    """The config's dataset split; the train split re-paired by `data.train_rows` if set.
+    `full`: the full data the run's was drawn from, without the observation protocol's
+    options (`mmdgm.data.partial.Protocol`) and without re-pairing."""
     root = Path(config.data.root) if config.data.root else data_root()
-    dataset = DATASETS.get(config.data.name)(split, root, **config.data.options)
-    if split == "train" and config.data.train_rows:
+    options = full_data_options(config.data.options) if full else config.data.options
+    dataset = DATASETS.get(config.data.name)(split, root, **options)
+    if split == "train" and config.data.train_rows and not full:
         dataset = dataset.repaired(read_rows(Path(config.data.train_rows)))
     return dataset
 

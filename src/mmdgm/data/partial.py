@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Callable, Sequence
 
 import torch
@@ -151,3 +151,10 @@ class Protocol:
 
 
 COMPLETE = Protocol()
+PROTOCOL_OPTIONS = frozenset(f.name for f in fields(Protocol))
+
+
+def full_data_options(options: dict | None) -> dict:
+    """Dataset `options` without the observation protocol's: the options of the full data
+    that a restricted or masked run was drawn from."""
+    return {k: v for k, v in (options or {}).items() if k not in PROTOCOL_OPTIONS}

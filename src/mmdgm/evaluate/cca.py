@@ -31,12 +31,9 @@ def image_and_caption(ctx: EvalContext) -> tuple[str, str]:
     return images[0], captions[0]
 
 
-def paired_rows(ds: MultimodalDataset, image: str, caption: str, n: int | None, seed: int,
-                observed: bool = True) -> Tensor:
-    """Up to `n` rows observing both modalities (every row when not `observed`: the
-    observation mask hides a modality from the model, the data still holds it), a seeded
-    random choice (all when None)."""
-    both = ds.mask[image] & ds.mask[caption] if observed else torch.ones(len(ds), dtype=torch.bool)
+def paired_rows(ds: MultimodalDataset, image: str, caption: str, n: int | None, seed: int) -> Tensor:
+    """Up to `n` rows observing both modalities, a seeded random choice (all when None)."""
+    both = ds.mask[image] & ds.mask[caption]
     rows = torch.nonzero(both).flatten()
     if n is not None and n < len(rows):
         rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:n]]
@@ -66,17 +63,18 @@ def cca_coherence(ctx: EvalContext, n_train: int | None = 10000, n: int | None =
     `n` test pairs and prior draws, `k` CCA components, word-vector `backend` ("auto":
     gensim's FastText when installed, else "ppmi-svd"), `pca_components` of the pixels,
     `scaling` ("unit-variance" or "mmvae-code"), `fit_pairs` ("observed": the pairs the run
-    observed; "all": every training row, masked or not, so runs of one data set under
-    different `observed_fraction` share one CCA, as MEME Table 5's one ground truth).
-    Returns the four scores and the evaluator's summary."""
-    if ctx.train_set is None:
-        raise ValueError("cca_coherence needs the run's training pairs (train_set)")
+    observed; "all": every pair of the full training data, before the observation
+    protocol masked or sub-sampled it (`EvalContext.full_train`), so runs of one data set
+    under different `observed_fraction` or `unimodal_fraction` share one CCA, as MEME
+    Table 5's one ground truth). Returns the four scores and the evaluator's summary."""
     if fit_pairs not in ("observed", "all"):
         raise ValueError(f"cca_coherence: fit_pairs must be 'observed' or 'all', got {fit_pairs!r}")
+    fit_set = ctx.train_set if fit_pairs == "observed" else ctx.full_train() if ctx.full_train else None
+    if fit_set is None:
+        raise ValueError(f"cca_coherence (fit_pairs={fit_pairs!r}) needs the run's training pairs; the context has none")
     image, caption = image_and_caption(ctx)
     vocab = ctx.test_set.vocabularies[caption]
-    train = real_pairs(ctx, ctx.train_set, paired_rows(ctx.train_set, image, caption, n_train, ctx.seed,
-                                                      fit_pairs == "observed"), image, caption)
+    train = real_pairs(ctx, fit_set, paired_rows(fit_set, image, caption, n_train, ctx.seed), image, caption)
     evaluator = CCAEvaluator(k=k, backend=backend, pca_components=pca_components, scaling=scaling,
                              seed=ctx.seed).fit(*train)
     test_rows = paired_rows(ctx.test_set, image, caption, n, ctx.seed)

@@ -15,7 +15,6 @@ differ from the builder's defaults.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import inspect
 import json
@@ -32,7 +31,7 @@ from tqdm import tqdm
 
 from mmdgm.config import parse_overrides
 from mmdgm.data import DATASETS, MultimodalDataset
-from mmdgm.data.partial import Protocol
+from mmdgm.data.partial import full_data_options
 from mmdgm.data.paths import cache_dir, data_root
 from mmdgm.data.text import ALPHABET
 from mmdgm.evaluate.attributes import CaptionAttributeReader, SceneAttributeClassifier
@@ -41,8 +40,6 @@ from mmdgm.evaluate.text_classifier import DigitWordReader
 from mmdgm.evaluate.vector_classifier import VectorClassifier
 from mmdgm.registry import Registry
 from mmdgm.train.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-
-PROTOCOL_OPTIONS = frozenset(f.name for f in dataclasses.fields(Protocol))
 
 ARCHITECTURES: Registry[Callable[[tuple[int, ...], int], nn.Module]] = Registry("classifier architecture")
 ARCHITECTURES.register("digit-28")(lambda shape, classes: DigitClassifier(shape, classes))
@@ -77,11 +74,6 @@ def architecture_for(shape: tuple[int, ...]) -> str:
             f"known image shapes {sorted(IMAGE_ARCHITECTURES)}, any 1-D vector or (L, {len(ALPHABET)}) text"
         )
     return IMAGE_ARCHITECTURES[shape]
-
-
-def full_data_options(options: dict[str, Any] | None) -> dict[str, Any]:
-    """`options` without the observation protocol's (`mmdgm.data.partial.Protocol`)."""
-    return {k: v for k, v in (options or {}).items() if k not in PROTOCOL_OPTIONS}
 
 
 def attribute_architecture(shape: tuple[int, ...], caption: bool) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -131,6 +132,7 @@ def evaluate_run(
         model=model,
         test_set=test_set,
         train_set=load_dataset(config, "train") if NEEDS_TRAIN_SET & set(names) else None,
+        full_train=functools.cache(lambda: load_dataset(config, "train", full=True)),
         classifiers=classifiers,
         out_dir=out / "eval",
         batch_size=batch_size,

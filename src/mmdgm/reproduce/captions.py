@@ -35,6 +35,9 @@ SMOKE = Scale(("data.options.n_train=60", "data.options.n_test=20", "train.epoch
 # captions' word vectors (PPMI-SVD, without gensim) have one dimension per word of their
 # 38-word vocabulary, so k=40 cannot be fitted on them: k=30 here.
 CCA_K = 30
+# One CCA for every protocol: fitted on all pairs of the full training data, before masking
+# (observed_fraction) or sub-sampling (unimodal_fraction).
+ALL_PAIRS = {"fit_pairs": "all"}
 CCA_CPU = {"cca_coherence": {"n_train": None, "n": 1000, "k": CCA_K}}
 PAPER = Scale((), {"cca_coherence": {"k": CCA_K}},
               f"the configs as they are: 2,000 scenes x 5 captions, 4 epochs, CCA k={CCA_K} (the papers' 40 "
@@ -126,7 +129,6 @@ TABLE5 = {  # model_scheme: Image->Captions CCA at f = 1, 0.5, 0.25, 0.125
     "MEME_SPLIT": (0.064, 0.046, 0.031, 0.027),
 }
 TABLE5_GT = 0.106
-ALL_PAIRS = {"fit_pairs": "all"}  # one CCA for every f: fitted on all training pairs, masked or not
 TABLE5_COLUMNS = (Column("Image->Captions", "cca_coherence", f"{I}->{C}"),
                   Column("GT", "cca_coherence", "ground_truth"))
 
