@@ -327,12 +327,15 @@ def test_mmvae_repaired_bounds_are_each_tuples_tight_bound_on_shared_draws():
         model.repaired_bounds(vector_batch(n=5, missing=[("a", 1)]), J, 3)
 
 
-def test_mvae_repaired_bounds_equal_the_default_draw_for_draw():
-    """MVAE encodes each row once and gathers the experts of every tuple: the same bounds,
-    from the same draws, as the default (`bound` of the re-paired tuples as one batch)."""
-    model = vector_model("mvae", annealing_steps=0, K=3)
+@pytest.mark.parametrize("name", ["mvae", "jmvae"])
+def test_repaired_bounds_that_encode_rows_once_equal_the_default_draw_for_draw(name):
+    """MVAE (experts) and JMVAE (joint-encoder features) encode each row once and gather
+    every tuple's: the same bounds, from the same draws, as the default (`bound` of the
+    re-paired tuples as one batch), and gradients flow to the encoders."""
+    model = vector_model(name, **({"annealing_steps": 0, "K": 3} if name == "mvae" else {}))
     batch = vector_batch(n=6)
     J = mixed_pairings(6, anchored=3, replaced=2)
+    encoder = model.joint if name == "jmvae" else model.encoders
     for estimator in ("iwae", "cubo"):
         torch.manual_seed(2)
         got = model.repaired_bounds(batch, J, 3, estimator)
@@ -340,5 +343,8 @@ def test_mvae_repaired_bounds_equal_the_default_draw_for_draw():
         want = MultimodalVAE.repaired_bounds(model, batch, J, 3, estimator)
         assert got.shape == (5 * 6,)
         torch.testing.assert_close(got, want)
+        model.zero_grad()
+        got.sum().backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters())
     with pytest.raises(ValueError, match="every modality observed"):
         model.repaired_bounds(vector_batch(n=6, missing=[("c", 0)]), J, 3)

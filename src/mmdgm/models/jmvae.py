@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from mmdgm.batch import Batch, BatchError
+from mmdgm.batch import Batch, BatchError, repaired_batch
 from mmdgm.distributions import Normal
 from mmdgm.modalities import Modality
-from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE
+from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, pooled_bound
 from mmdgm.nets import ENCODERS
 from mmdgm.nets.layers import mlp
 
@@ -29,9 +29,17 @@ class JointEncoder(nn.Module):
         self.loc = nn.Linear(hidden, latent_dim)
         self.raw_scale = nn.Linear(hidden, latent_dim)
 
-    def forward(self, data: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        h = self.body(torch.cat([torch.cat(net(data[n]), -1) for n, net in self.features.items()], -1))
+    def modality_features(self, data: dict[str, Tensor]) -> list[Tensor]:
+        """Each modality's (B, 2D) features, in the order of `features`."""
+        return [torch.cat(net(data[n]), -1) for n, net in self.features.items()]
+
+    def head(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """(loc, raw scale) from the modalities' features."""
+        h = self.body(torch.cat(features, -1))
         return self.loc(h), self.raw_scale(h)
+
+    def forward(self, data: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        return self.head(self.modality_features(data))
 
 
 def subset_product(experts: list[Normal], mask: Tensor, prior: Normal) -> Normal:
@@ -162,6 +170,27 @@ class JMVAE(MultimodalVAE):
                 "complete_fraction": n_complete / batch.size,
             }
         return ModelOutput(loss, metrics, per_point)
+
+    def repaired_bounds(self, batch: Batch, J: Tensor, K: int, estimator: str = "iwae") -> Tensor:
+        """`bound` of every re-paired tuple (base contract), each row's items through the
+        joint encoder's feature networks once: a tuple's q(z | X) is the encoder's head on
+        its items' features, gathered from the rows they come from (the unimodal experts,
+        unused on complete tuples, are not computed); draws and decoding are the tuple's
+        own. Equal to the default draw for draw, except that feature networks with
+        batch statistics (BatchNorm in training mode) see each row once instead of once
+        per tuple."""
+        batch.validate(self.modalities)
+        if not batch.complete:
+            raise ValueError("repaired_bounds needs a batch with every modality observed in every row")
+        flat = J.reshape(len(self.names), -1)
+        order = {n: m for m, n in enumerate(self.names)}
+        features = self.joint.modality_features(batch.data)
+        loc, raw = self.joint.head([f[flat[order[n]]] for n, f in zip(self.joint.features, features)])
+        q = Normal(loc, self.scale_fn(raw))
+        z = q.rsample((K,))
+        repaired = repaired_batch(batch, self.names, J)
+        lw = self.prior().log_prob(z).sum(-1) + self.log_likelihood_terms(repaired, z) - q.log_prob(z).sum(-1)
+        return pooled_bound(lw, torch.full(lw.shape[1:], K, device=lw.device), estimator)
 
     def joint_log_weights(self, batch: Batch, K: int, proposal=None) -> tuple[Tensor, Tensor]:
         """K draws of `encode(batch)`: the joint encoder on complete rows, the product of
