@@ -315,4 +315,5 @@ def differences(a: Config, b: Config, ignore: tuple[str, ...] = ()) -> list[str]
         return {prefix[:-1]: node}
 
     fa, fb = flat(to_dict(a), ""), flat(to_dict(b), "")
-    return sorted(k for k in fa.keys() | fb.keys() if k not in ignore and fa.get(k, "<absent>") != fb.get(k, "<absent>"))
+    keys = (fa.keys() | fb.keys()) - set(ignore)
+    return sorted(k for k in keys if fa.get(k, "<absent>") != fb.get(k, "<absent>"))

@@ -71,7 +71,8 @@ def cca_coherence(ctx: EvalContext, n_train: int | None = 10000, n: int | None =
         raise ValueError(f"cca_coherence: fit_pairs must be 'observed' or 'all', got {fit_pairs!r}")
     fit_set = ctx.train_set if fit_pairs == "observed" else ctx.full_train() if ctx.full_train else None
     if fit_set is None:
-        raise ValueError(f"cca_coherence (fit_pairs={fit_pairs!r}) needs the run's training pairs; the context has none")
+        raise ValueError(f"cca_coherence (fit_pairs={fit_pairs!r}) needs the run's training pairs; "
+                         "the context has none")
     image, caption = image_and_caption(ctx)
     vocab = ctx.test_set.vocabularies[caption]
     train = real_pairs(ctx, fit_set, paired_rows(fit_set, image, caption, n_train, ctx.seed), image, caption)

@@ -107,7 +107,8 @@ register(Experiment(
                          f"at K=2, the contrastive term at K=1 (paper: 30), N=5, gamma=2, CCA k={CCA_K} on all "
                          "10,000 pairs of the full training data; seconds per step on one core "
                          "(OMP_NUM_THREADS=1, the other core busy): MMVAE 0.34, MVAE 0.18, JMVAE 0.17, "
-                         "cI-MMVAE 0.76, cC-MMVAE 0.81, cI-MVAE 1.43: about 2 h per seed of all rows",
+                         "cI-MMVAE 0.76, cC-MMVAE 0.81, cI-MVAE 1.43, cI-JMVAE 1.2: 88 min of training "
+                         "per seed of all rows",
                          {"contrastive": ("model.contrastive.K=1",)}),
             "paper": replace(PAPER, metric_options={"cca_coherence": {"k": CCA_K, **ALL_PAIRS}})},
     notes="Synergy columns (joint->img, joint->cap) are not reproduced. The paper omits cC-MVAE at "
@@ -172,7 +173,7 @@ register(Experiment(
                          f"1,000 scenes x 5 captions, 2 epochs (157 steps of 64: a tenth of the configs' "
                          f"budget, which MEME's cost rules out here), MMVAE at K=2, CCA k={CCA_K} on all 5,000 "
                          "training pairs; seconds per step on one core (OMP_NUM_THREADS=1, the other core "
-                         "busy): MEME 1.55, MMVAE 0.34, MVAE 0.18: about 1 h per seed of all rows"),
+                         "busy): MEME 1.55, MMVAE 0.34, MVAE 0.18: 29 min of training per seed of all rows"),
             "paper": replace(PAPER, metric_options={"cca_coherence": {"k": CCA_K, **ALL_PAIRS}})},
     notes="f is the share of training rows observed as pairs; the subscript names the modality kept in "
           "the unpaired rows (`unpaired_scheme` only:image, only:caption; SPLIT alternates). The "
