@@ -246,6 +246,16 @@ def test_tiny_training_through_the_config(tmp_path, monkeypatch):
 
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert records and all(math.isfinite(r["loss"]) for r in records)
+    from mmdgm.cli import main
+
+    assert main(["evaluate", str(run), "--metrics", "latent_kl", "--split", "val", "--device", "cpu"]) == 0
+    assert (run / "val" / "eval.json").is_file() and (run / "val" / "eval" / "latent-kl.png").is_file()
+    assert not (run / "eval.json").exists()  # the test split's results are not touched
+    assert main(["evaluate", str(run), "--metrics", "latent_kl", "--device", "cpu"]) == 0
+    val, test = (json.loads(p.read_text())["latent_kl"] for p in (run / "val" / "eval.json", run / "eval.json"))
+    assert val != test
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(run), "--metrics", "latent_kl", "--split", "train"])
 
 
 @pytest.mark.parametrize("name,options,contrastive", [
@@ -331,6 +341,26 @@ def test_cca_coherence_of_a_perfect_model_equals_the_ground_truth(data_root):
         assert observed["n_train"] == int((run_train.mask["image"] & run_train.mask["caption"]).sum()) < len(train) / 4
     with pytest.raises(ValueError, match="fit_pairs must be"):
         METRICS.get("cca_coherence")(ctx, **options, fit_pairs="complete")
+
+
+def test_procedural_datasets_draw_an_independent_validation_split(data_root):
+    """'val' is drawn like 'test' (n_test images, complete, the train vocabulary) but from its
+    own seed; datasets of real files have no 'val' and say which datasets do."""
+    build = DATASETS.get("synthetic-captions")
+    train, test = build("train", data_root, **OPTS), build("test", data_root, **OPTS)
+    val = build("val", data_root, **OPTS, observed_fraction=0.25, unimodal_fraction=0.5)
+    assert len(val) == len(test) and val.vocabularies == train.vocabularies
+    assert all(bool(m.all()) for m in val.mask.values())
+    assert torch.equal(val.sources["image"], build("val", data_root, **OPTS).sources["image"])
+    for other in (train, test):
+        assert not (val.sources["image"][:, None] == other.sources["image"][None]).flatten(2).all(-1).any()
+    street = DATASETS.get("synthetic-street-digits")
+    s_val, s_test = (street(split, data_root, n_train=20, n_test=20) for split in ("val", "test"))
+    assert len(s_val) == 20 and not torch.equal(s_val.sources["synth_street"], s_test.sources["synth_street"])
+    with pytest.raises(ValueError, match="unknown split 'val'; this dataset has 'train', 'test'; only procedural"):
+        DATASETS.get("mnist")("val", data_root)
+    with pytest.raises(ValueError, match="unknown split 'dev'; this dataset has 'train', 'val', 'test'$"):
+        build("dev", data_root, **OPTS)
 
 
 def test_synthetic_captions_fraction_protocols(data_root):

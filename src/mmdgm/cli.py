@@ -119,7 +119,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results = evaluate_run(
         Path(args.run_dir), metrics, metric_options(args.option), args.floor,
         Path(args.root) if args.root else None, args.seed, args.batch_size,
-        train_classifiers=args.train_classifiers, snapshot=args.snapshot, device=args.device,
+        train_classifiers=args.train_classifiers, snapshot=args.snapshot, device=args.device, split=args.split,
     )
     print(json.dumps({k: v for k, v in results.items() if not metrics or k in metrics}, indent=2)[:4000])
     return 0
@@ -239,6 +239,9 @@ def parser() -> argparse.ArgumentParser:
                    "RUN_DIR/snapshots/stepSTEP/")
     e.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N (default auto); "
                    "any run evaluates on any device")
+    e.add_argument("--split", default="test", choices=("test", "val"),
+                   help="evaluate on the test split (default) or the validation split of a procedural dataset; "
+                   "val results go to RUN_DIR/val/ (choose settings there, report test)")
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser(

@@ -140,14 +140,15 @@ def snapshot_weights(run_dir: Path, step: int) -> Path:
 
 
 def load_run(
-    run_dir: Path, snapshot: int | None = None, device: str = "cpu"
+    run_dir: Path, snapshot: int | None = None, device: str = "cpu", split: str = "test"
 ) -> tuple[Config, MultimodalVAE, MultimodalDataset]:
     """The trained model of a run (final weights, else the latest checkpoint; or the weights
     of snapshot step `snapshot`) on `device` ("auto", "cpu", "cuda[:N]"; whatever device
-    trained it) and its test set. With `train.ema` the weights are the moving averages:
-    model.pt and snapshots hold them, and a checkpoint's are laid over its raw weights."""
+    trained it) and its `split` ("test", or "val" where the dataset draws one). With
+    `train.ema` the weights are the moving averages: model.pt and snapshots hold them, and a
+    checkpoint's are laid over its raw weights."""
     config = read_run_config(run_dir)
-    test_set = load_dataset(config, "test")
+    test_set = load_dataset(config, split)
     model = build_model(config.model, test_set.shapes)
     final = Path(run_dir) / FINAL
     if snapshot is not None:

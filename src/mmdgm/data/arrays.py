@@ -18,11 +18,11 @@ import torch
 
 from mmdgm.data.base import MultimodalDataset
 from mmdgm.data.errors import DataFileError
+from mmdgm.data.mnist import check_split
 from mmdgm.data.partial import observe_fraction
 from mmdgm.data.registry import DATASETS
 from mmdgm.seeds import derived_seed
 
-SPLITS = ("train", "test")
 
 
 def read_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -91,8 +91,7 @@ def build_arrays(split: str, root: Path, path: str = "", test_path: str | None =
                  labels: str = "labels", test_fraction: float = 0.2, seed: int = 0, observed_fraction: float = 1.0,
                  unpaired_scheme: str = "alternate") -> MultimodalDataset:
     """The `split` of the arrays at `path` (relative paths: against the data root)."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
+    check_split(split)
     if not path:
         raise ValueError("arrays: set data.options.path to an .npz file or a folder of .npy files")
     if test_path is None and not 0 < test_fraction < 1:

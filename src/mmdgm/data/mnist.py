@@ -18,9 +18,16 @@ FILES = {
 }
 
 
-def check_split(split: str) -> None:
-    if split not in ("train", "test"):
-        raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
+SPLITS = ("train", "test")
+GENERATED_SPLITS = ("train", "val", "test")  # procedural datasets draw a validation split too
+
+
+def check_split(split: str, splits: tuple[str, ...] = SPLITS) -> None:
+    """`split` must be one of `splits`; a 'val' that a dataset cannot make names those that can."""
+    if split not in splits:
+        extra = ("; only procedural datasets (synthetic-captions, synthetic-*-digits) draw a 'val' split"
+                 if split == "val" else "")
+        raise ValueError(f"unknown split {split!r}; this dataset has {', '.join(map(repr, splits))}{extra}")
 
 
 def find_file(directory: Path, stem: str) -> Path | None:

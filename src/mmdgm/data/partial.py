@@ -130,7 +130,7 @@ class Protocol:
         parse_scheme(self.unpaired_scheme, names)
 
     def applied(self, split: str) -> "Protocol":
-        """What this split gets: the options on train, complete data on test."""
+        """What this split gets: the options on train, complete data on test (and val)."""
         return self if split == "train" else Protocol(unpaired_scheme=self.unpaired_scheme)
 
     def sources(self, split: str, labels: Sequence[Tensor], seed: int) -> list[Tensor] | None:

@@ -20,7 +20,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from mmdgm.data.base import MultimodalDataset
-from mmdgm.data.mnist import check_split
+from mmdgm.data.mnist import GENERATED_SPLITS, check_split
 from mmdgm.data.paths import atomic_open, cache_dir
 from mmdgm.data.registry import DATASETS
 from mmdgm.data.render import (
@@ -169,7 +169,7 @@ def generate(
     name: str, split: str, n: int, seed: int = 0, progress: bool = True
 ) -> tuple[Tensor, Tensor]:
     """Images (n, *shape) uint8 and balanced labels (n,) of stand-in `name`, without caching."""
-    check_split(split)
+    check_split(split, GENERATED_SPLITS)
     make, strokes, shape = STANDINS[name]
     atlas = glyph_atlas(strokes)
     labels = torch.arange(n) % 10
@@ -221,13 +221,14 @@ def _builder(name: str, modality: str) -> Callable[..., MultimodalDataset]:
     def build(
         split: str, root: Path, seed: int = 0, n_train: int = 60000, n_test: int = 10000
     ) -> MultimodalDataset:
-        check_split(split)
+        check_split(split, GENERATED_SPLITS)
         images, labels = load_or_generate(
             name, split, root, n_train if split == "train" else n_test, seed
         )
         return MultimodalDataset({modality: images}, labels, name=name)
 
-    build.__doc__ = f"Stand-in {name!r}: modality {modality!r}; options seed, n_train, n_test."
+    build.__doc__ = (f"Stand-in {name!r}: modality {modality!r}; options seed, n_train, n_test (also the size "
+                     "of the 'val' split, an independent draw).")
     return build
 
 

@@ -8,7 +8,8 @@ image-caption rows are built. Row labels are the mixed-radix index of the image'
 attribute values (`MultimodalDataset.attributes`), which the attribute classifiers and
 `attribute_coherence` read.
 
-Deterministic per (split, level, n, captions_per_image, seed) and cached as .npz under
+Splits "train", "val" and "test" are independent draws. Deterministic per (split, level,
+n, captions_per_image, seed) and cached as .npz under
 `cache_dir(root)/synthetic-captions/`; the vocabulary (built from the train split's
 captions with `min_count` and `max_length`) is cached there as JSON next to it, so the
 test split and evaluation always find the training vocabulary. Numbers measured here are
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from mmdgm.data.base import MultimodalDataset, attribute_label
-from mmdgm.data.mnist import check_split
+from mmdgm.data.mnist import GENERATED_SPLITS, check_split
 from mmdgm.data.partial import Protocol
 from mmdgm.data.paths import atomic_open, cache_dir
 from mmdgm.data.registry import DATASETS
@@ -90,11 +91,12 @@ def build_synthetic_captions(
 ) -> MultimodalDataset:
     """SYNTHETIC scenes "image" (3, 64, 64) and captions "caption" (max_length, V); `level`
     1..5 (shape; + size; + colour; + position; + background); `n_train` / `n_test` images,
-    `captions_per_image` rows each. On the train split, `unimodal_fraction` keeps that share
+    `captions_per_image` rows each; split "val" (`n_test` images) is drawn like "test" but
+independently, for choosing settings without the test split. On the train split, `unimodal_fraction` keeps that share
     of the images of each attribute combination with all their captions (the data-efficiency
     protocol of Shi et al. 2021 on CUB: n % of the pairs), and `observed_fraction` /
     `unpaired_scheme` mask the rows as MEME's protocol (`mmdgm.data.partial`)."""
-    check_split(split)
+    check_split(split, GENERATED_SPLITS)
     protocol = Protocol(observed_fraction, unpaired_scheme, unimodal_fraction)
     protocol.check([IMAGE, CAPTION])
     for option, value, low in (("n_train", n_train, 1), ("n_test", n_test, 1), ("captions_per_image", captions_per_image, 1),

@@ -19,6 +19,7 @@ from mmdgm.train.checkpoint import atomic_write_text
 log = logging.getLogger("mmdgm.evaluate")
 
 EVAL_FILE = "eval.json"
+EVAL_SPLITS = ("test", "val")
 DEFAULT_METRICS = (
     "latent_accuracy",
     "joint_coherence",
@@ -92,6 +93,7 @@ def evaluate_run(
     train_classifiers: bool = False,
     snapshot: int | None = None,
     device: str = "auto",
+    split: str = "test",
 ) -> dict[str, Any]:
     """Compute `metrics` (default: all) for the run in `run_dir`; merge them into its
     eval.json (other metrics already there are kept; each metric's options, defaults filled
@@ -99,8 +101,10 @@ def evaluate_run(
     Coherence classifiers are those of the run's dataset with its data options; with
     `train_classifiers`, missing ones are trained first instead of being an error. With
     `snapshot`, the weights saved after that global step are evaluated and eval.json and
-    figures go to that snapshot's directory (`snapshots/step{N}/`). The model is evaluated on
-    `device` ("auto": CUDA when available), whatever device trained it."""
+    figures go to that snapshot's directory (`snapshots/step{N}/`). With `split="val"` (datasets
+    that draw one) the metrics are computed on the validation split and written under `val/`
+    of that directory, so that settings can be chosen without the test split. The model is
+    evaluated on `device` ("auto": CUDA when available), whatever device trained it."""
     from mmdgm.evaluate.classifier_store import MissingClassifierError, load_classifiers, train_dataset_classifiers
     from mmdgm.run import load_dataset, load_run
     from mmdgm.train.trainer import snapshot_dir
@@ -113,8 +117,11 @@ def evaluate_run(
     unknown = [k for k in options if k not in names]
     if unknown:
         raise ValueError(f"options given for metrics that are not requested: {unknown}")
-    config, model, test_set = load_run(run_dir, snapshot, device)
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"evaluation split must be one of {EVAL_SPLITS}, got {split!r}")
+    config, model, test_set = load_run(run_dir, snapshot, device, split)
     out = run_dir if snapshot is None else snapshot_dir(run_dir, snapshot)
+    out = out if split == "test" else out / split
     results = read_eval(out)
     recorded = read_eval_file(out).get(OPTIONS_KEY, {})
     root = Path(root or config.data.root or data_root())
