@@ -194,6 +194,23 @@ def test_one_direction_trains_eq_6_alone():
         linear_meme(directions="a->c")
 
 
+def test_bidirectional_bound_encodes_each_modality_once():
+    """Both directions and both L(t) terms share one q(z|x_m) per modality: each encoder sees
+    the paired rows once and the other modality's pseudo-samples once, the value unchanged."""
+    model, params = linear_meme(inner_samples=2)
+    batch = batch_of(params, n=6)
+    seen = {m: [] for m in model.names}
+    for m in model.names:
+        model.encoders[m].register_forward_hook(lambda mod, args, out, m=m: seen[m].append(args[0].shape[0]))
+    torch.manual_seed(5)
+    out = model(batch)
+    n_pseudo = model.pseudo["a"].shape[0]
+    assert seen == {"a": [6, n_pseudo], "b": [6, n_pseudo]}
+    torch.manual_seed(5)
+    want = (model.directional_bound(batch, "a", "b") + model.directional_bound(batch, "b", "a")) / 2
+    torch.testing.assert_close(out.per_point, want)
+
+
 def test_forward_takes_the_right_bound_per_row():
     model, params = linear_meme(inner_samples=2)
     batch = batch_of(params, n=6)

@@ -107,9 +107,10 @@ class MEME(MultimodalVAE):
         spec = self.modalities[name]
         return self.likelihood(name, z).log_prob_sum(x, len(spec.shape)) * spec.llik_scale
 
-    def unimodal_bound(self, batch: Batch, name: str) -> Tensor:
-        """L(m) of eq. (4) per row, one z ~ q(z | m), the other modality's pseudo-sample prior."""
-        q = self.posterior(name, batch.data[name])
+    def unimodal_bound(self, batch: Batch, name: str, q: Normal | None = None) -> Tensor:
+        """L(m) of eq. (4) per row, one z ~ q(z | m), the other modality's pseudo-sample prior.
+        `q`: q(z | m) of these rows when already computed."""
+        q = self.posterior(name, batch.data[name]) if q is None else q
         z = q.rsample()
         return (self.log_lik(name, z, batch.data[name]) + self.pseudo_prior_log_prob(self.other(name), z)
                 - q.log_prob(z).sum(-1))
@@ -120,19 +121,21 @@ class MEME(MultimodalVAE):
         fresh = q.rsample((self.inner_samples,))
         return log_mean_exp(torch.cat([log_qt[None], self.log_lik(t, fresh, x_t)]), 0)
 
-    def directional_bound(self, batch: Batch, s: str, t: str) -> Tensor:
-        """L_{s->t} per row (module docstring), the stop-gradient weight included."""
+    def directional_bound(self, batch: Batch, s: str, t: str, posteriors: dict[str, Normal] | None = None) -> Tensor:
+        """L_{s->t} per row (module docstring), the stop-gradient weight included.
+        `posteriors`: `joint_proposal(batch)` (computed when None); q(z|t) serves as the
+        conditional prior and as L(t)'s posterior, so each encoder sees the rows once."""
         x_s, x_t = batch.data[s], batch.data[t]
-        q = self.posterior(s, x_s)
+        posteriors = self.joint_proposal(batch) if posteriors is None else posteriors
+        q, prior = posteriors[s], posteriors[t]
         z = q.rsample()
         log_qt = self.log_lik(t, z, x_t)
         log_qts = self.log_q_hat(q, t, x_t, log_qt)
         w = torch.exp(log_qt - log_qts).detach()
-        prior = self.posterior(t, x_t)
         inner = self.log_lik(s, z, x_s) + prior.log_prob(z).sum(-1) - q.log_prob(z).sum(-1) - log_qt
         total = w * inner + self.qts_weight * log_qts
         if self.log_p_other == "elbo":
-            total = total + self.unimodal_bound(batch, t)
+            total = total + self.unimodal_bound(batch, t, prior)
         return total
 
     def forward(self, batch: Batch) -> ModelOutput:
@@ -161,8 +164,10 @@ class MEME(MultimodalVAE):
         return ModelOutput(loss, metrics, per_point)
 
     def bidirectional_bound(self, batch: Batch) -> Tensor:
-        """L_Bi per row: the mean of the trained directions' bounds (eq. 2; one direction: eq. 6)."""
-        return sum(self.directional_bound(batch, a, b) for a, b in self.directions) / len(self.directions)
+        """L_Bi per row: the mean of the trained directions' bounds (eq. 2; one direction: eq. 6),
+        both sharing one encoding of each modality."""
+        posteriors = self.joint_proposal(batch)
+        return sum(self.directional_bound(batch, a, b, posteriors) for a, b in self.directions) / len(self.directions)
 
     def encode(self, batch: Batch, modalities: list[str] | None = None) -> MixtureOfExperts:
         """q(z | x_m) for one modality; for both, the equal mixture of the two posteriors
