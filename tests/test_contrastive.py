@@ -327,12 +327,14 @@ def test_mmvae_repaired_bounds_are_each_tuples_tight_bound_on_shared_draws():
         model.repaired_bounds(vector_batch(n=5, missing=[("a", 1)]), J, 3)
 
 
-@pytest.mark.parametrize("name", ["mvae", "jmvae"])
+@pytest.mark.parametrize("name", ["mvae", "jmvae", "mopoe", "mmjsd"])
 def test_repaired_bounds_that_encode_rows_once_equal_the_default_draw_for_draw(name):
-    """MVAE (experts) and JMVAE (joint-encoder features) encode each row once and gather
-    every tuple's: the same bounds, from the same draws, as the default (`bound` of the
-    re-paired tuples as one batch), and gradients flow to the encoders."""
-    model = vector_model(name, **({"annealing_steps": 0, "K": 3} if name == "mvae" else {}))
+    """MVAE, MoPoE and mmJSD (unimodal experts) and JMVAE (joint-encoder features) encode
+    each row once and gather every tuple's: the same bounds, from the same draws, as the
+    default (`bound` of the re-paired tuples as one batch), and gradients flow to the
+    encoders."""
+    options = {"mvae": {"annealing_steps": 0, "K": 3}, "mopoe": {"K": 3}, "mmjsd": {"K": 3}}
+    model = vector_model(name, **options.get(name, {}))
     batch = vector_batch(n=6)
     J = mixed_pairings(6, anchored=3, replaced=2)
     encoder = model.joint if name == "jmvae" else model.encoders

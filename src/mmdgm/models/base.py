@@ -303,6 +303,12 @@ class MultimodalVAE(TrainedModel):
         model may share work between tuples that hold the same items."""
         return self.bound(repaired_batch(batch, self.names, J), K, estimator)
 
+    def check_complete(self, batch: Batch) -> None:
+        """Validate a batch for a `repaired_bounds` override: every modality in every row."""
+        batch.validate(self.modalities)
+        if not batch.complete:
+            raise ValueError("repaired_bounds needs a batch with every modality observed in every row")
+
     @torch.no_grad()
     def log_likelihood(self, batch: Batch, K: int = 1000, chunk: int = 100) -> Tensor:
         """IWAE estimate of log p(x_observed) with K draws per proposal component of

@@ -179,9 +179,7 @@ class JMVAE(MultimodalVAE):
         own. Equal to the default draw for draw, except that feature networks with
         batch statistics (BatchNorm in training mode) see each row once instead of once
         per tuple."""
-        batch.validate(self.modalities)
-        if not batch.complete:
-            raise ValueError("repaired_bounds needs a batch with every modality observed in every row")
+        self.check_complete(batch)
         flat = J.reshape(len(self.names), -1)
         order = {n: m for m, n in enumerate(self.names)}
         features = self.joint.modality_features(batch.data)

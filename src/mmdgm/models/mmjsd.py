@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mmdgm.batch import Batch
+from mmdgm.batch import Batch, repaired_batch
 from mmdgm.distributions import MixtureOfExperts, Normal
 from mmdgm.distributions.product import product_of_gaussians
-from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, at_least
+from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, at_least, pooled_bound
 from mmdgm.models.mmvae import tight
 from mmdgm.models.mvae import require_gaussian, unimodal_experts
 from mmdgm.objectives.estimators import stratum_mean
@@ -106,6 +106,16 @@ class MMJSD(MultimodalVAE):
                 "elbo": float(stratum_mean(lw.mean(0), observed).mean()),
             }
         return ModelOutput(loss, metrics, per_point)
+
+    def repaired_bounds(self, batch: Batch, J: Tensor, K: int, estimator: str = "iwae") -> Tensor:
+        """`bound` of every re-paired tuple (base contract), each row's items encoded once: a
+        tuple's mixture takes its items' posteriors from the rows they come from; draws and
+        decoding are the tuple's own. Equal to the default draw for draw."""
+        self.check_complete(batch)
+        q = self.encode(batch)
+        flat = J.reshape(len(self.names), -1)
+        tuple_q = MixtureOfExperts([e.select(rows) for e, rows in zip(q.experts, flat)])
+        return pooled_bound(*self.joint_log_weights(repaired_batch(batch, self.names, J), K, tuple_q), estimator)
 
     def joint_log_weights(self, batch: Batch, K: int, proposal=None) -> tuple[Tensor, Tensor]:
         """K draws per observed expert of the mixture posterior, pooled (as MMVAE's tight bound)."""

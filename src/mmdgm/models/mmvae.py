@@ -141,9 +141,7 @@ class MMVAE(MultimodalVAE):
             lw = log p(z) + sum_d s_d log p(x_d^(J_dt) | z) - log (1/M) sum_m q(z | x_m^(J_mt)).
         Each tuple's estimate has the default's distribution; tuples sharing an item share its
         draws, so their estimates are correlated (each is still an IWAE / CUBO estimate)."""
-        batch.validate(self.modalities)
-        if not batch.complete:
-            raise ValueError("repaired_bounds needs a batch with every modality observed in every row")
+        self.check_complete(batch)
         names = self.names
         q = self.encode(batch)
         base = torch.stack([e.rsample((K,)) for e in q.experts])  # (M, K, n, D)

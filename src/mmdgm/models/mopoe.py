@@ -7,10 +7,10 @@ import itertools
 import torch
 from torch import Tensor
 
-from mmdgm.batch import Batch, BatchError
+from mmdgm.batch import Batch, BatchError, repaired_batch
 from mmdgm.distributions import MixtureOfExperts, Normal
 from mmdgm.distributions.product import product_of_gaussians
-from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, at_least
+from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, at_least, pooled_bound
 from mmdgm.models.mmvae import tight
 from mmdgm.models.mvae import require_gaussian, unimodal_experts
 from mmdgm.objectives.estimators import stratum_mean
@@ -69,9 +69,14 @@ class MoPoE(MultimodalVAE):
         if none.any():
             rows = torch.nonzero(none).flatten()[:5].tolist()
             raise BatchError(f"samples {rows} observe none of {names}: their MoPoE posterior is undefined")
+        return self.mixture_of_products(locs, scales, observed, names)
+
+    def mixture_of_products(self, locs: Tensor, scales: Tensor, observed: Tensor, names: list[str]) -> MixtureOfExperts:
+        """The mixture over the non-empty subsets of `names` of the products of their
+        experts (M, B, D), the subsets with an unobserved member (M, B) left out."""
         subsets = nonempty_subsets(names)
         member, valid = subset_mask(subsets, names, observed)
-        s, m, b = len(subsets), len(names), batch.size
+        s, m, b = len(subsets), len(names), locs.shape[1]
         stacked = member[:, :, None].expand(s, m, b).transpose(0, 1).reshape(m, s * b)
         prior = self.prior() if self.prior_expert else False
         poe = product_of_gaussians(
@@ -103,6 +108,19 @@ class MoPoE(MultimodalVAE):
                 "kl": float(kl_mean),
             }
         return ModelOutput(loss, metrics, per_point)
+
+    def repaired_bounds(self, batch: Batch, J: Tensor, K: int, estimator: str = "iwae") -> Tensor:
+        """`bound` of every re-paired tuple (base contract), each row's items encoded once: a
+        tuple's mixture of products is built from its items' experts, gathered from the rows
+        they come from; draws and decoding are the tuple's own. Equal to the default draw
+        for draw."""
+        self.check_complete(batch)
+        flat = J.reshape(len(self.names), -1)
+        locs, scales, _ = unimodal_experts(self, batch, self.names)
+        picked = torch.arange(len(self.names), device=flat.device)[:, None]
+        q = self.mixture_of_products(locs[picked, flat], scales[picked, flat], torch.ones_like(flat, dtype=torch.bool),
+                                     self.names)
+        return pooled_bound(*self.joint_log_weights(repaired_batch(batch, self.names, J), K, q), estimator)
 
     def joint_log_weights(self, batch: Batch, K: int, proposal=None) -> tuple[Tensor, Tensor]:
         """K draws from each of a sample's mixture components, pooled (as MMVAE's tight bound)."""

@@ -138,9 +138,7 @@ class MVAE(MultimodalVAE):
         a tuple's joint posterior is the product of the prior and its items' experts, taken
         from the rows they come from; draws and decoding are the tuple's own, as in the
         default, which this equals draw for draw."""
-        batch.validate(self.modalities)
-        if not batch.complete:
-            raise ValueError("repaired_bounds needs a batch with every modality observed in every row")
+        self.check_complete(batch)
         flat = J.reshape(len(self.names), -1)
         locs, scales, _ = unimodal_experts(self, batch, self.names)
         picked = torch.arange(len(self.names), device=flat.device)[:, None]
