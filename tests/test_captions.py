@@ -357,7 +357,7 @@ def test_procedural_datasets_draw_an_independent_validation_split(data_root):
     street = DATASETS.get("synthetic-street-digits")
     s_val, s_test = (street(split, data_root, n_train=20, n_test=20) for split in ("val", "test"))
     assert len(s_val) == 20 and not torch.equal(s_val.sources["synth_street"], s_test.sources["synth_street"])
-    with pytest.raises(ValueError, match="unknown split 'val'; this dataset has 'train', 'test'; only procedural"):
+    with pytest.raises(ValueError, match="unknown split 'val'; this dataset has 'train', 'test'; a 'val' split is drawn by the procedural"):
         DATASETS.get("mnist")("val", data_root)
     with pytest.raises(ValueError, match="unknown split 'dev'; this dataset has 'train', 'val', 'test'$"):
         build("dev", data_root, **OPTS)

@@ -52,6 +52,30 @@ def test_test_path_partial_observation_and_no_labels(tmp_path):
     assert int(both.sum()) == 20 and bool((train.mask["audio"] | train.mask["motion"]).all())
 
 
+def test_val_fraction_holds_out_training_rows(tmp_path):
+    """val_fraction carves a seeded share of the non-test rows out of training: the three
+    splits partition the file, the test split is the one without it, val is never masked."""
+    arrays = features()
+    np.savez(tmp_path / "data.npz", **arrays)
+    plain = {s: build(s, tmp_path, path="data.npz") for s in ("train", "test")}
+    held = {s: build(s, tmp_path, path="data.npz", val_fraction=0.25, observed_fraction=0.5) for s in ("train", "val", "test")}
+    assert (len(held["train"]), len(held["val"]), len(held["test"])) == (36, 12, 12)
+    torch.testing.assert_close(held["test"].batch(torch.arange(12)).data["audio"], plain["test"].batch(torch.arange(12)).data["audio"])
+    rows = [held[s].batch(torch.arange(len(held[s]))).data["audio"] for s in ("train", "val", "test")]
+    everything = torch.cat(rows)
+    assert len(torch.unique(everything, dim=0)) == 60
+    assert all(bool(m.all()) for m in held["val"].mask.values()) and not held["train"].mask["audio"].all()
+    np.savez(tmp_path / "test.npz", **features(10, seed=1))
+    other = {s: build(s, tmp_path, path="data.npz", test_path="test.npz", val_fraction=0.1) for s in ("train", "val", "test")}
+    assert (len(other["train"]), len(other["val"]), len(other["test"])) == (54, 6, 10)
+    with pytest.raises(ValueError, match=r"no 'val' split; set data.options.val_fraction"):
+        build("val", tmp_path, path="data.npz")
+    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\), got 1.0"):
+        build("train", tmp_path, path="data.npz", val_fraction=1.0)
+    with pytest.raises(ValueError, match="leave no training rows"):
+        build("train", tmp_path, path="data.npz", test_fraction=0.5, val_fraction=0.99)
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda a: {k: v for k, v in a.items() if k != "motion"}, "gives 1 modality"),
     (lambda a: {**a, "motion": a["motion"][:-1]}, "row counts differ"),

@@ -5,7 +5,8 @@ position): images as (N, C, H, W) (uint8 0-255 or floats), feature vectors as (N
 labels array (default key "labels") holds one integer class per row; without it every
 row has class 0 (training works; coherence and latent accuracy need labels). A seeded
 `test_fraction` of the rows is the test split, unless `test_path` names a file (or folder)
-of the same keys holding the test rows. `observed_fraction` / `unpaired_scheme` apply to
+of the same keys holding the test rows; a seeded `val_fraction` of the other rows is held
+out of training as the validation split ("val", for choosing settings; default 0: none). `observed_fraction` / `unpaired_scheme` apply to
 the training split as for the built-in datasets.
 """
 
@@ -18,7 +19,7 @@ import torch
 
 from mmdgm.data.base import MultimodalDataset
 from mmdgm.data.errors import DataFileError
-from mmdgm.data.mnist import check_split
+from mmdgm.data.mnist import GENERATED_SPLITS, check_split
 from mmdgm.data.partial import observe_fraction
 from mmdgm.data.registry import DATASETS
 from mmdgm.seeds import derived_seed
@@ -86,25 +87,43 @@ def checked(arrays: dict[str, np.ndarray], modalities: list[str] | None, labels:
     return sources, y
 
 
+def split_rows(n: int, split: str, test_fraction: float | None, val_fraction: float, seed: int) -> torch.Tensor | None:
+    """The rows of `split` among the `n` rows of a file (None: all, in order). One seeded
+    permutation: its first `test_fraction` (None: the test rows are another file's) is the
+    test split, the next `val_fraction` of the remaining rows the validation split, the rest
+    the training split."""
+    if test_fraction is None and val_fraction == 0:
+        return None
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(derived_seed(seed, "arrays-split")))
+    n_test = 0 if test_fraction is None else max(1, round(test_fraction * n))
+    n_val = max(1, round(val_fraction * (n - n_test))) if val_fraction > 0 else 0
+    if n - n_test - n_val < 1:
+        raise ValueError(f"arrays: {n} rows leave no training rows after {n_test} test and {n_val} validation rows")
+    return {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}[split]
+
+
 @DATASETS.register("arrays")
 def build_arrays(split: str, root: Path, path: str = "", test_path: str | None = None, modalities: list[str] | None = None,
-                 labels: str = "labels", test_fraction: float = 0.2, seed: int = 0, observed_fraction: float = 1.0,
-                 unpaired_scheme: str = "alternate") -> MultimodalDataset:
+                 labels: str = "labels", test_fraction: float = 0.2, val_fraction: float = 0.0, seed: int = 0,
+                 observed_fraction: float = 1.0, unpaired_scheme: str = "alternate") -> MultimodalDataset:
     """The `split` of the arrays at `path` (relative paths: against the data root)."""
-    check_split(split)
+    check_split(split, GENERATED_SPLITS)
     if not path:
         raise ValueError("arrays: set data.options.path to an .npz file or a folder of .npy files")
     if test_path is None and not 0 < test_fraction < 1:
         raise ValueError(f"arrays: test_fraction must be in (0, 1), got {test_fraction}")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"arrays: val_fraction must be in [0, 1), got {val_fraction}")
+    if split == "val" and val_fraction == 0:
+        raise ValueError("arrays: no 'val' split; set data.options.val_fraction (e.g. 0.1) to hold out "
+                         "that share of the training rows")
     where = Path(path) if Path(path).is_absolute() else Path(root) / path
     if test_path is not None and split == "test":
         where = Path(test_path) if Path(test_path).is_absolute() else Path(root) / test_path
     sources, y = checked(read_arrays(where), modalities, labels, where)
-    if test_path is None:
-        g = torch.Generator().manual_seed(derived_seed(seed, "arrays-split"))
-        order = torch.randperm(len(y), generator=g)
-        n_test = max(1, round(test_fraction * len(y)))
-        rows = order[:n_test] if split == "test" else order[n_test:]
+    in_file = test_path is None or split != "test"
+    rows = split_rows(len(y), split, None if test_path else test_fraction, val_fraction, seed) if in_file else None
+    if rows is not None:
         sources, y = {k: v[rows] for k, v in sources.items()}, y[rows]
     dataset = MultimodalDataset(sources, y, name="arrays")
     if split == "train" and observed_fraction < 1.0:

@@ -25,8 +25,8 @@ GENERATED_SPLITS = ("train", "val", "test")  # procedural datasets draw a valida
 def check_split(split: str, splits: tuple[str, ...] = SPLITS) -> None:
     """`split` must be one of `splits`; a 'val' that a dataset cannot make names those that can."""
     if split not in splits:
-        extra = ("; only procedural datasets (synthetic-captions, synthetic-*-digits) draw a 'val' split"
-                 if split == "val" else "")
+        extra = ("; a 'val' split is drawn by the procedural datasets (synthetic-captions, synthetic-*-digits) "
+                 "and held out by `arrays` (val_fraction)" if split == "val" else "")
         raise ValueError(f"unknown split {split!r}; this dataset has {', '.join(map(repr, splits))}{extra}")
 
 
