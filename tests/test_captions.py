@@ -400,4 +400,6 @@ def test_the_caption_tables_cca_fits_on_the_smallest_synthetic_training_set(data
     assert summary["word_dim"] >= CCA_K
     for name in ("mmvae-table4", "contrastive-table2", "meme-table5"):
         for scale in ("cpu", "paper"):
-            assert EXPERIMENTS.get(name).scales[scale].metric_options["cca_coherence"]["k"] == CCA_K
+            options = EXPERIMENTS.get(name).scales[scale].metric_options["cca_coherence"]
+            assert options["k"] == CCA_K and options["backend"] == "ppmi-svd"  # pinned: not 'auto'
+        assert EXPERIMENTS.get(name).scales["smoke"].metric_options["cca_coherence"]["backend"] == "ppmi-svd"
