@@ -12,7 +12,7 @@ from mmdgm.distributions import MixtureOfExperts, Normal
 from mmdgm.distributions.product import product_of_gaussians
 from mmdgm.models.base import MODELS, ModelOutput, MultimodalVAE, at_least, pooled_bound
 from mmdgm.models.mmvae import tight
-from mmdgm.models.mvae import require_gaussian, unimodal_experts
+from mmdgm.models.mvae import require_gaussian, tuple_experts, unimodal_experts
 from mmdgm.objectives.estimators import stratum_mean
 
 
@@ -115,10 +115,8 @@ class MoPoE(MultimodalVAE):
         they come from; draws and decoding are the tuple's own. Equal to the default draw
         for draw."""
         self.check_complete(batch)
-        flat = J.reshape(len(self.names), -1)
-        locs, scales, _ = unimodal_experts(self, batch, self.names)
-        picked = torch.arange(len(self.names), device=flat.device)[:, None]
-        q = self.mixture_of_products(locs[picked, flat], scales[picked, flat], torch.ones_like(flat, dtype=torch.bool),
+        locs, scales = tuple_experts(self, batch, J)
+        q = self.mixture_of_products(locs, scales, torch.ones(locs.shape[:2], dtype=torch.bool, device=locs.device),
                                      self.names)
         return pooled_bound(*self.joint_log_weights(repaired_batch(batch, self.names, J), K, q), estimator)
 

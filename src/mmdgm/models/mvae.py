@@ -32,6 +32,15 @@ def unimodal_experts(model: MultimodalVAE, batch: Batch, names: list[str]) -> tu
     return locs, scales, torch.stack([batch.mask[n] for n in names])
 
 
+def tuple_experts(model: MultimodalVAE, batch: Batch, J: Tensor) -> tuple[Tensor, Tensor]:
+    """The experts (M, T, D) of the T re-paired tuples of the index matrix J (M, R, n): each
+    row's items encoded once, tuple t's expert m taken from row J[m].flatten()[t]."""
+    flat = J.reshape(len(model.names), -1)
+    locs, scales, _ = unimodal_experts(model, batch, model.names)
+    picked = torch.arange(len(model.names), device=flat.device)[:, None]
+    return locs[picked, flat], scales[picked, flat]
+
+
 @MODELS.register("mvae")
 class MVAE(MultimodalVAE):
     """Joint posterior q(z | x_S) ∝ p(z) prod_{m in S} q~(z | x_m), a product of Gaussian
@@ -139,9 +148,6 @@ class MVAE(MultimodalVAE):
         from the rows they come from; draws and decoding are the tuple's own, as in the
         default, which this equals draw for draw."""
         self.check_complete(batch)
-        flat = J.reshape(len(self.names), -1)
-        locs, scales, _ = unimodal_experts(self, batch, self.names)
-        picked = torch.arange(len(self.names), device=flat.device)[:, None]
-        q = product_of_gaussians(locs[picked, flat], scales[picked, flat], prior_expert=self.prior())
+        q = product_of_gaussians(*tuple_experts(self, batch, J), prior_expert=self.prior())
         lw = self.log_weights(repaired_batch(batch, self.names, J), self.names, q, K, 1.0)[1]
         return pooled_bound(lw, torch.full(lw.shape[1:], K, device=lw.device), estimator)
