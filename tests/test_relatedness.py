@@ -3,6 +3,8 @@ search against brute force, and the metric end to end."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -22,13 +24,13 @@ class LikelihoodFactor(torch.nn.Module):
     norm 3): the product of these experts with the prior is the exact posterior given any
     subset, for any tuple, related or not."""
 
-    def __init__(self, A, b):
+    def __init__(self, A, b, sigma=SIGMA):
         super().__init__()
-        self.A, self.b = A, b
+        self.A, self.b, self.sigma = A, b, sigma
 
     def forward(self, x):
         loc = (x - self.b) @ self.A / 9.0
-        return loc, torch.full_like(loc, 2 * np.log(SIGMA / 3.0))
+        return loc, torch.full_like(loc, 2 * np.log(self.sigma / 3.0))
 
 
 def linear_gaussian_model(name, names=("u", "v"), seed=0):
@@ -47,10 +49,11 @@ def linear_gaussian_model(name, names=("u", "v"), seed=0):
     return model.eval(), params
 
 
-def exact_log_p(params, names, parts):
+def exact_log_p(params, names, parts, sigmas=None):
     A = torch.cat([params[n][0] for n in names]).double()
     b = torch.cat([params[n][1] for n in names]).double()
-    cov = A @ A.T + SIGMA**2 * torch.eye(len(names) * P, dtype=torch.float64)
+    noise = torch.cat([torch.full((P,), (sigmas or {}).get(n, SIGMA) ** 2, dtype=torch.float64) for n in names])
+    cov = A @ A.T + torch.diag(noise)
     return torch.distributions.MultivariateNormal(b, cov).log_prob(torch.cat([parts[n] for n in names], 1).double())
 
 
@@ -86,6 +89,33 @@ def test_pmi_matches_the_closed_form(name, names):
         assert (related.double() - exact_related).abs().max() < 0.05
         assert (unrelated.double() - exact_unrelated).mean() < 0
     assert related.mean() > unrelated.mean() + 1
+
+
+def test_pmi_with_trained_scales_is_the_tempered_models():
+    """llik_scales="trained": with u weighted by s = 0.25, p(u|z)^s is the Gaussian of
+    standard deviation sigma / sqrt(s) up to a constant that cancels in the PMI; MVAE's
+    experts are that tempered model's likelihood factors, so the estimate is exact. The
+    unit-scale PMI is another number, and an unknown option is refused."""
+    names, s = ("u", "v"), 0.25
+    model, params = linear_gaussian_model("mvae", names)
+    wide = SIGMA / s**0.5
+    model.modalities["u"] = dataclasses.replace(model.modalities["u"], llik_scale=s)
+    model.encoders["u"] = LikelihoodFactor(*params["u"], sigma=wide)
+    data = sample_dataset(params, names, 10)
+    rows = torch.arange(10)
+    related, unrelated, J = pmi_of_pairs(model, data, rows, K=2000, chunk=1000, llik_scales="trained")
+
+    def exact(tuples):
+        parts = {m: data.sources[m][tuples[k]] for k, m in enumerate(names)}
+        sigmas = {"u": wide}
+        return exact_log_p(params, names, parts, sigmas) - sum(exact_log_p(params, [m], parts, sigmas) for m in names)
+
+    assert (related.double() - exact(rows.expand(2, -1))).abs().max() < 1e-3
+    assert (unrelated.double() - exact(J)).abs().max() < 1e-3
+    unit, _, _ = pmi_of_pairs(model, data, rows, K=2000, chunk=1000)
+    assert (unit.double() - exact(rows.expand(2, -1))).abs().max() > 0.1
+    with pytest.raises(ValueError, match="llik_scales must be one of"):
+        pmi_of_pairs(model, data, rows, K=10, llik_scales="model")
 
 
 def test_best_threshold_against_brute_force():

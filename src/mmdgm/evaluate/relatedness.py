@@ -5,11 +5,18 @@
 
 each term the model's own importance-sampled `log_likelihood` (the joint posterior as
 proposal for the joint term, the posterior given x_m alone for the marginal), with every
-`llik_scale` set to 1; for M = 2 this is log p(x, y) - log p(x) - log p(y).
+`llik_scale` set to 1 (`llik_scales="unit"`, the model's density) or as trained
+(`"trained"`: the unnormalised tempered density p(z) prod_m p(x_m | z)^s_m the model was
+fitted to; for a Gaussian likelihood p(x_m | z)^s_m is the Gaussian of variance
+sigma^2 / s_m up to a constant, which cancels in the PMI). With a modality weighted far
+below 1 the encoders match the tempered posterior, not the unit-scale one, so unit-scale
+estimates can be loose by thousands of nats; for M = 2 the PMI is
+log p(x, y) - log p(x) - log p(y).
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +36,7 @@ from mmdgm.models.contrastive import repaired_indices
 from mmdgm.train.checkpoint import atomic_write_bytes
 
 FIGURE = "relatedness.png"
+LLIK_SCALES = ("unit", "trained")
 
 
 def only(batch: Batch, name: str) -> Batch:
@@ -43,11 +51,11 @@ def gather(dataset: MultimodalDataset, J: Tensor, names: list[str]) -> Batch:
 
 @torch.no_grad()
 def log_likelihoods(model: MultimodalVAE, dataset: MultimodalDataset, J: Tensor, K: int, chunk: int,
-                    batch_size: int, marginals: bool, progress: bool) -> tuple[Tensor, Tensor | None]:
+                    batch_size: int, marginals: bool, progress: bool, llik_scales: str = "unit") -> tuple[Tensor, Tensor | None]:
     """log p(x_1:M) of the tuples J (M, n) and, if `marginals`, log p(x_m) of each (M, n)."""
     device = module_device(model)
     joint, marg = [], []
-    with unit_llik_scales(model):
+    with unit_llik_scales(model) if llik_scales == "unit" else contextlib.nullcontext():
         for rows in row_batches(J.shape[1], batch_size, "relatedness", progress):
             batch = gather(dataset, J[:, rows], model.names).to(device)
             joint.append(model.log_likelihood(batch, K=K, chunk=chunk).cpu())
@@ -64,16 +72,19 @@ def pmi_of_tuples(model: MultimodalVAE, dataset: MultimodalDataset, J: Tensor, K
 
 
 def pmi_of_pairs(model: MultimodalVAE, dataset: MultimodalDataset, rows: Tensor, K: int = 1000, chunk: int = 100,
-                 batch_size: int = 256, progress: bool = False, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+                 batch_size: int = 256, progress: bool = False, seed: int = 0,
+                 llik_scales: str = "unit") -> tuple[Tensor, Tensor, Tensor]:
     """PMI of the related tuples of `rows` (complete rows of `dataset`) and of as many
     re-paired ones (each modality from a different row, `repaired_indices`); returns
     (pmi related (n,), pmi unrelated (n,), the re-pairing J (M, n))."""
+    if llik_scales not in LLIK_SCALES:
+        raise ValueError(f"relatedness: llik_scales must be one of {LLIK_SCALES}, got {llik_scales!r}")
     M = len(model.names)
     with seeded(seed, module_device(model)):
         J = repaired_indices(rows, M, 1)[:, 0, :]
         related = rows.expand(M, -1)
-        joint, marg = log_likelihoods(model, dataset, related, K, chunk, batch_size, True, progress)
-        joint_u, _ = log_likelihoods(model, dataset, J, K, chunk, batch_size, False, progress)
+        joint, marg = log_likelihoods(model, dataset, related, K, chunk, batch_size, True, progress, llik_scales)
+        joint_u, _ = log_likelihoods(model, dataset, J, K, chunk, batch_size, False, progress, llik_scales)
     position = {int(r): i for i, r in enumerate(rows)}
     marg_u = torch.stack([marg[m, [position[int(r)] for r in J[m]]] for m in range(M)])
     return joint - marg.sum(0), joint_u - marg_u.sum(0), J
@@ -123,10 +134,12 @@ def histogram(related: Tensor, unrelated: Tensor, threshold: float | None, path:
 
 
 @METRICS.register("relatedness")
-def relatedness(ctx: EvalContext, K: int = 1000, n: int | None = 1000, chunk: int = 100) -> dict:
+def relatedness(ctx: EvalContext, K: int = 1000, n: int | None = 1000, chunk: int = 100,
+                llik_scales: str = "unit") -> dict:
     """PMI of the first `n` complete test rows (related) and of as many re-paired tuples
-    (unrelated: every modality from a different row), module docstring; hypothesis 3.1
-    says the former are larger. Writes the two histograms to relatedness.png. Returns
+    (unrelated: every modality from a different row), module docstring (`llik_scales`:
+    "unit" or "trained"); hypothesis 3.1 says the former are larger. Writes the two
+    histograms to relatedness.png. Returns
     {"pmi related", "pmi unrelated" (means), "auc", "threshold", "accuracy" (best
     threshold, balanced classes), "same label share" (re-paired tuples whose items share
     a label by chance, when labels exist), "K", "n", "figure"}.
@@ -136,7 +149,8 @@ def relatedness(ctx: EvalContext, K: int = 1000, n: int | None = 1000, chunk: in
     rows = complete if n is None else complete[: int(n)]
     if len(rows) < len(ctx.model.names):
         raise ValueError(f"relatedness needs at least {len(ctx.model.names)} complete test rows, got {len(rows)}")
-    related, unrelated, J = pmi_of_pairs(ctx.model, ctx.test_set, rows, K, chunk, ctx.batch_size, ctx.progress, ctx.seed)
+    related, unrelated, J = pmi_of_pairs(ctx.model, ctx.test_set, rows, K, chunk, ctx.batch_size, ctx.progress, ctx.seed,
+                                         llik_scales)
     out = {"pmi related": float(related.mean()), "pmi unrelated": float(unrelated.mean()),
            **separation(related, unrelated), "K": K, "n": len(rows), "figure": FIGURE}
     labels = ctx.test_set.labels[J]
