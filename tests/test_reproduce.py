@@ -302,6 +302,32 @@ def test_a_config_under_other_scale_settings_is_another_run(tmp_path):
     assert run_dir_of(tmp_path, same, "smoke", row, 1) == here
 
 
+def test_a_run_whose_test_loss_rose_far_above_its_best_is_named_in_the_report(tmp_path):
+    """runner.test_loss_rise flags a last test loss above the best by more than 0.5 |best| + 10
+    (the caption tables' diverged contrastive MMVAEs: -54 -> 12,592), not ordinary noise."""
+    def write(losses):
+        lines = [json.dumps({"step": 10 * (i + 1), "split": split, "loss": loss})
+                 for i, loss in enumerate(losses) for split in ("train", "test")]
+        (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    write([8, -50, -54, 204, 12592])
+    assert runner.test_loss_rise(tmp_path) == "best -54 (step 30) -> last 1.259e+04"
+    write([8, -47, -60, -44, -65])
+    assert runner.test_loss_rise(tmp_path) is None
+    write([-60, -44])  # a rise of 16 <= 0.5 * 60 + 10
+    assert runner.test_loss_rise(tmp_path) is None
+    write([100, 161])  # 61 > 0.5 * 100 + 10
+    assert runner.test_loss_rise(tmp_path) == "best 100 (step 10) -> last 161"
+    (tmp_path / "metrics.jsonl").unlink()
+    assert runner.test_loss_rise(tmp_path) is None
+    experiment = EXPERIMENTS.get("tiny-table")
+    reproduce("tiny-table", "smoke", [1], tmp_path / "out", only=["=MMVAE"])
+    run_dir = run_dir_of(tmp_path / "out", experiment, "smoke", experiment.rows[0], 1)
+    with (run_dir / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"step": 999, "split": "test", "loss": 1e6}) + "\n")
+    md, _ = reproduce("tiny-table", "smoke", [1], tmp_path / "out", report_only=True, only=["=MMVAE"])
+    assert re.search(r"\*\*test loss rose\*\*: MMVAE seed1: best \S+ \(step \d+\) -> last 1e\+06", md.read_text())
+
+
 def test_report_only_trains_nothing_and_lists_what_did_not_run(tmp_path):
     experiment = EXPERIMENTS.get("tiny-table")
     md, _ = reproduce("tiny-table", "smoke", [1], tmp_path, report_only=True)

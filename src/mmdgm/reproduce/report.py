@@ -25,7 +25,8 @@ def table(experiment: Experiment, cells: dict[str, dict[str, str]]) -> tuple[lis
 
 
 def facts(
-    experiment: Experiment, scale: str, seeds: list[int], wall: float, train_wall: float, not_run: Sequence[str] = ()
+    experiment: Experiment, scale: str, seeds: list[int], wall: float, train_wall: float, not_run: Sequence[str] = (),
+    rises: Sequence[str] = (),
 ) -> list[tuple[str, str]]:
     note = experiment.scales[scale].note
     return [
@@ -34,7 +35,9 @@ def facts(
         ("scale", f"{scale}" + (f": {note}" if note else "")),
         ("seeds", ", ".join(map(str, seeds))),
         ("wall time", f"{wall / 60:.1f} min this invocation; {train_wall / 60:.1f} min of training in all runs"),
-    ] + ([("not run", "; ".join(not_run) + " (their cells hold only the seeds that ran)")] if not_run else [])
+    ] + ([("not run", "; ".join(not_run) + " (their cells hold only the seeds that ran)")] if not_run else []) + (
+        [("test loss rose", "; ".join(rises) + " (last test loss above its best by more than half the best's size "
+          "plus 10: diverged or overfitted; their cells are those of the last model)")] if rises else [])
 
 
 def markdown(experiment: Experiment, header: list[str], rows: list[list[str]], info: list[tuple[str, str]]) -> str:
@@ -86,11 +89,13 @@ def write_reports(
     wall: float,
     train_wall: float,
     not_run: Sequence[str] = (),
+    rises: Sequence[str] = (),
 ) -> tuple[Path, Path]:
     """Write report.md and report.html into `out_dir`; returns their paths. `not_run`:
-    the row-seed pairs left out (`--report-only`), listed in the report."""
+    the row-seed pairs left out (`--report-only`), listed in the report; `rises`: the runs
+    whose test loss rose far above its best (`runner.test_loss_rise`)."""
     header, rows = table(experiment, cells)
-    info = facts(experiment, scale, seeds, wall, train_wall, list(not_run))
+    info = facts(experiment, scale, seeds, wall, train_wall, list(not_run), list(rises))
     md, page = out_dir / "report.md", out_dir / "report.html"
     atomic_write_text(md, markdown(experiment, header, rows, info))
     atomic_write_text(page, html_page(experiment, header, rows, info, runs, out_dir))

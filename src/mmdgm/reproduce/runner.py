@@ -18,7 +18,7 @@ from mmdgm.evaluate.report import fmt, mean_std
 from mmdgm.evaluate.runner import evaluate_run, read_eval, to_compute
 from mmdgm.reproduce.experiment import EXPERIMENTS, SCALES, Experiment, Row
 from mmdgm.reproduce.report import write_reports
-from mmdgm.train.trainer import CHECKPOINT, FINAL, TIMING
+from mmdgm.train.trainer import CHECKPOINT, FINAL, METRICS, TIMING
 
 log = logging.getLogger("mmdgm.reproduce")
 
@@ -147,6 +147,23 @@ def wall_seconds(run_dir: Path) -> float:
     return sum(json.loads(line)["seconds"] for line in path.read_text().splitlines() if line)
 
 
+def test_loss_rise(run_dir: Path) -> str | None:
+    """"best B (step s) -> last L" when the run's last test loss L exceeds its best B by
+    more than 0.5 |B| + 10 (a run that diverged or overfitted badly), else None."""
+    path = run_dir / METRICS
+    if not path.exists():
+        return None
+    tests = [r for r in map(json.loads, filter(None, path.read_text().splitlines()))
+             if r.get("split") == "test" and isinstance(r.get("loss"), (int, float))]
+    if not tests:
+        return None
+    best = min(tests, key=lambda r: r["loss"])
+    last = tests[-1]["loss"]
+    if last - best["loss"] <= 0.5 * abs(best["loss"]) + 10:
+        return None
+    return f"best {best['loss']:.4g} (step {best['step']}) -> last {last:.4g}"
+
+
 def cell(values: list[float]) -> str:
     return fmt(*mean_std(values), len(values)) if values else "–"
 
@@ -213,8 +230,10 @@ def reproduce(
                     values[row.label][c.label].append(source.value(float(value)))
     cells = {r: {c: cell(v) for c, v in cols.items()} for r, cols in values.items()}
     train_seconds = sum(wall_seconds(d) for ds in runs.values() for d in ds)
+    rises = [f"{label} {d.name}: {rise}" for label, ds in runs.items() for d in ds if (rise := test_loss_rise(d))]
     report_dir = out / name / scale
     report_dir.mkdir(parents=True, exist_ok=True)
     if any(r.x is not None for r in experiment.rows):
         plot_curves(experiment, values, report_dir / CURVES)
-    return write_reports(experiment, scale, seeds, cells, runs, report_dir, time.time() - start, train_seconds, not_run)
+    return write_reports(experiment, scale, seeds, cells, runs, report_dir, time.time() - start, train_seconds, not_run,
+                         rises)
