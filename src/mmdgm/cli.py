@@ -214,7 +214,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="output directory (default RUN_DIR/samples)")
     s.set_defaults(func=cmd_sample)
 
-    from mmdgm.evaluate.runner import DEFAULT_METRICS
+    from mmdgm.evaluate.runner import DEFAULT_METRICS, EVAL_SPLITS
 
     e = sub.add_parser(
         "evaluate",
@@ -239,8 +239,9 @@ def parser() -> argparse.ArgumentParser:
                    "RUN_DIR/snapshots/stepSTEP/")
     e.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N (default auto); "
                    "any run evaluates on any device")
-    e.add_argument("--split", default="test", choices=("test", "val"),
-                   help="evaluate on the test split (default) or the validation split of a procedural dataset; "
+    e.add_argument("--split", default="test", choices=EVAL_SPLITS,
+                   help="evaluate on the test split (default) or the validation split (procedural datasets; arrays with "
+                   "val_fraction); "
                    "val results go to RUN_DIR/val/ (choose settings there, report test)")
     e.set_defaults(func=cmd_evaluate)
 

@@ -6,8 +6,9 @@ labels array (default key "labels") holds one integer class per row; without it 
 row has class 0 (training works; coherence and latent accuracy need labels). A seeded
 `test_fraction` of the rows is the test split, unless `test_path` names a file (or folder)
 of the same keys holding the test rows; a seeded `val_fraction` of the other rows is held
-out of training as the validation split ("val", for choosing settings; default 0: none). `observed_fraction` / `unpaired_scheme` apply to
-the training split as for the built-in datasets.
+out of training as the validation split ("val", for choosing settings; default 0: none).
+`observed_fraction` / `unpaired_scheme` apply to the training split as for the built-in
+datasets.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from mmdgm.data.mnist import GENERATED_SPLITS, check_split
 from mmdgm.data.partial import observe_fraction
 from mmdgm.data.registry import DATASETS
 from mmdgm.seeds import derived_seed
-
 
 
 def read_arrays(path: Path) -> dict[str, np.ndarray]:
