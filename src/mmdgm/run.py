@@ -19,6 +19,7 @@ from mmdgm.runtime import configure, resolve_device
 from mmdgm.train.checkpoint import load_checkpoint
 from mmdgm.train.distributed import from_env
 from mmdgm.train.precision import check_precision
+from mmdgm.train.runlock import holding
 from mmdgm.train.trainer import CHECKPOINT, FINAL, SNAPSHOTS, Trainer, init_seed, snapshot_dir
 
 log = logging.getLogger("mmdgm")
@@ -81,10 +82,12 @@ def default_run_dir(config: Config) -> Path:
 
 
 def train(config: Config, run_dir: Path | None = None) -> Path:
-    """Train a fresh run, then compute its `train.final_metrics`; returns its directory."""
+    """Train a fresh run, then compute its `train.final_metrics`, holding the run's lock
+    (`mmdgm.train.runlock`) throughout; returns its directory."""
     trainer = make_trainer(config, run_dir or default_run_dir(config))
-    trainer.start()
-    return finish(config, trainer)
+    with holding(trainer.run_dir, trainer.world):
+        trainer.start()
+        return finish(config, trainer)
 
 
 def finish(config: Config, trainer: Trainer) -> Path:
@@ -121,13 +124,14 @@ def read_run_config(run_dir: Path) -> Config:
 
 def resume(run_dir: Path, device: str | None = None) -> Path:
     """Continue an interrupted run from its checkpoint (on `device` instead of its
-    `train.device` if given: checkpoints move between devices)."""
+    `train.device` if given: checkpoints move between devices), holding the run's lock."""
     config = read_run_config(run_dir)
     if device is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, device=device))
     trainer = make_trainer(config, run_dir)
-    trainer.resume()
-    return finish(config, trainer)
+    with holding(trainer.run_dir, trainer.world):
+        trainer.resume()
+        return finish(config, trainer)
 
 
 def snapshot_weights(run_dir: Path, step: int) -> Path:

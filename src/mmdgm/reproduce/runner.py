@@ -18,9 +18,12 @@ from mmdgm.evaluate.report import fmt, mean_std
 from mmdgm.evaluate.runner import evaluate_run, read_eval, to_compute
 from mmdgm.reproduce.experiment import EXPERIMENTS, SCALES, Experiment, Row
 from mmdgm.reproduce.report import write_reports
+from mmdgm.train.runlock import RunLocked
 from mmdgm.train.trainer import CHECKPOINT, FINAL, METRICS, TIMING
 
 log = logging.getLogger("mmdgm.reproduce")
+LOCKED = "locked"
+LOCKED_NOTE = "being trained by another process"
 
 
 def slug(label: str) -> str:
@@ -81,9 +84,9 @@ def lookup(results: dict[str, Any], metric: str, key: str) -> Any:
 def ensure_trained(
     experiment: Experiment, row_index: int, scale: str, seed: int, run_dir: Path, device: str = "auto"
 ) -> str:
-    """Train (on `device`), resume or reuse the run; returns what was done. A run trained
-    from another config than the row's now (a built-in config edited since) is an error,
-    never silently reused."""
+    """Train (on `device`), resume or reuse the run; returns what was done ("locked": another
+    process trains it, `mmdgm.train.runlock`). A run trained from another config than the
+    row's now (a built-in config edited since) is an error, never silently reused."""
     row = experiment.rows[row_index]
     overrides = [*experiment.scales[scale].overrides_for(row.config), *row.overrides, f"train.seed={seed}",
                  f"train.device={device}"]
@@ -95,10 +98,14 @@ def ensure_trained(
                              f"overrides now (they differ at {', '.join(drift)}); move it away to train it again")
     if (run_dir / FINAL).exists():
         return "reused"
-    if (run_dir / CHECKPOINT).exists() or (run_dir / "config.yaml").exists():
-        run.resume(run_dir, device)
-        return "resumed"
-    run.train(config, run_dir)
+    try:
+        if (run_dir / CHECKPOINT).exists() or (run_dir / "config.yaml").exists():
+            run.resume(run_dir, device)
+            return "resumed"
+        run.train(config, run_dir)
+    except RunLocked as e:
+        log.warning("%s", e)
+        return LOCKED
     return "trained"
 
 
@@ -214,11 +221,19 @@ def reproduce(
                 not_run.append(f"{row.label} seed {seed}")
                 continue
             if row.propagation is not None:
-                results = ensure_propagated(experiment, row, scale, seed, run_dir)
+                try:
+                    results = ensure_propagated(experiment, row, scale, seed, run_dir)
+                except RunLocked as e:
+                    log.warning("%s", e)
+                    not_run.append(f"{row.label} seed {seed} ({LOCKED_NOTE})")
+                    continue
                 runs.setdefault(row.label, []).append(run_dir / "propagated")
             else:
                 done = ensure_trained(experiment, i, scale, seed, run_dir, device)
                 log.info("%s seed %d: %s (%s)", row.label, seed, done, run_dir)
+                if done == LOCKED:
+                    not_run.append(f"{row.label} seed {seed} ({LOCKED_NOTE})")
+                    continue
                 results = ensure_evaluated(experiment, row, scale, run_dir, device)
                 runs.setdefault(row.label, []).append(run_dir)
             for c in experiment.columns:
