@@ -106,3 +106,12 @@ def test_reproduce_skips_a_run_another_process_trains_and_lists_it(tmp_path):
     assert "**not run**: MMVAE seed 1 (being trained by another process)" in text
     assert table_cells(text)["MMVAE"][0] == "–" and table_cells(text)["MVAE"][0] != "–"
     assert sorted(p.name for p in busy.iterdir()) == [LOCK]
+
+
+def test_a_label_propagation_pipeline_another_process_runs_is_refused_untouched(tmp_path):
+    from mmdgm.labelprop import Plan, label_propagation
+
+    write_lock(tmp_path / "lp", os.getppid())
+    with pytest.raises(RunLocked, match="being trained by process"):
+        label_propagation(Plan(config="default", related_fraction=0.5, overrides=list(TINY_CONFIG)), tmp_path / "lp")
+    assert sorted(p.name for p in (tmp_path / "lp").iterdir()) == [LOCK]

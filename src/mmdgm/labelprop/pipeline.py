@@ -37,6 +37,8 @@ from mmdgm.evaluate.runner import evaluate_run, read_eval, to_compute
 from mmdgm.labelprop.siamese import train_siamese
 from mmdgm.models.contrastive import repaired_indices
 from mmdgm.train.checkpoint import atomic_write_bytes, atomic_write_text
+from mmdgm.train.distributed import World
+from mmdgm.train.runlock import holding
 from mmdgm.train.trainer import CHECKPOINT, FINAL
 
 log = logging.getLogger("mmdgm.labelprop")
@@ -194,9 +196,16 @@ def claim(out: Path, plan: Plan) -> None:
 
 
 def label_propagation(plan: Plan, out: Path) -> dict:
-    """Run the pipeline (module docstring) into `out`; returns results.json's content."""
+    """Run the pipeline (module docstring) into `out`, holding its lock (`OUT/train.lock`,
+    `mmdgm.train.runlock`: one process per pipeline); returns results.json's content."""
     plan.check()
     out.mkdir(parents=True, exist_ok=True)
+    with holding(out, World()):
+        return run_pipeline(plan, out)
+
+
+def run_pipeline(plan: Plan, out: Path) -> dict:
+    """label_propagation's stages, in a directory this process holds."""
     claim(out, plan)
     data = full_train_set(plan)
     names = list(data.sources)
