@@ -113,3 +113,46 @@ def test_a_directory_holding_another_plan_is_refused(propagated, tmp_path):
     (legacy / "plan.json").unlink()
     with pytest.raises(ValueError, match=r"differs in \['K'\]"):
         claim(legacy, dataclasses.replace(plan, K=7))
+
+
+def test_a_plan_recorded_before_a_field_existed_reads_it_as_its_default(tmp_path):
+    """plan.json written before `llik_scales` existed is the "unit" plan it ran; a
+    "trained" plan is another one, and an unknown value is refused."""
+    import dataclasses
+    import json
+
+    from mmdgm.labelprop.pipeline import claim
+
+    plan = Plan(config="ci-mmvae-default", related_fraction=0.25)
+    old = {k: v for k, v in dataclasses.asdict(plan).items() if k != "llik_scales"}
+    (tmp_path / "plan.json").write_text(json.dumps(old))
+    claim(tmp_path, plan)
+    assert json.loads((tmp_path / "plan.json").read_text())["llik_scales"] == "unit"
+    (tmp_path / "plan.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match=r"differs in \['llik_scales'\]"):
+        claim(tmp_path, dataclasses.replace(plan, llik_scales="trained"))
+    with pytest.raises(ValueError, match="llik_scales must be one of"):
+        dataclasses.replace(plan, llik_scales="model").check()
+
+
+def test_the_pmi_scores_use_the_plans_likelihood_weights(propagated, tmp_path, monkeypatch):
+    import dataclasses
+
+    from mmdgm.labelprop import pipeline
+
+    plan, out, _ = propagated
+    seen = []
+
+    def record(name):
+        def fake(model, data, rows, **kw):
+            seen.append((name, kw["llik_scales"]))
+            n = rows.shape[-1]
+            return (torch.zeros(n), torch.zeros(n), None) if name == "pairs" else torch.zeros(n)
+        return fake
+
+    monkeypatch.setattr(pipeline, "pmi_of_pairs", record("pairs"))
+    monkeypatch.setattr(pipeline, "pmi_of_tuples", record("tuples"))
+    splits = torch.load(out / "splits.pt", weights_only=True)
+    pipeline.pmi_scores(dataclasses.replace(plan, llik_scales="trained"), tmp_path, out / "pretrain",
+                        pipeline.full_train_set(plan), splits)
+    assert seen == [("pairs", "trained"), ("tuples", "trained")]

@@ -12,7 +12,7 @@ import torch
 from mmdgm import Modality
 from mmdgm.data import MultimodalDataset
 from mmdgm.evaluate import METRICS, EvalContext
-from mmdgm.evaluate.relatedness import best_threshold, pmi_of_pairs, separation
+from mmdgm.evaluate.relatedness import best_threshold, pmi_of_pairs, pmi_of_tuples, separation
 from mmdgm.models import MODELS
 from tests.linear_gaussian import ExactUnimodalPosterior, LinearDecoder
 
@@ -112,10 +112,14 @@ def test_pmi_with_trained_scales_is_the_tempered_models():
 
     assert (related.double() - exact(rows.expand(2, -1))).abs().max() < 1e-3
     assert (unrelated.double() - exact(J)).abs().max() < 1e-3
+    tuples = pmi_of_tuples(model, data, J, K=2000, chunk=1000, llik_scales="trained")
+    assert (tuples.double() - exact(J)).abs().max() < 1e-3
     unit, _, _ = pmi_of_pairs(model, data, rows, K=2000, chunk=1000)
     assert (unit.double() - exact(rows.expand(2, -1))).abs().max() > 0.1
     with pytest.raises(ValueError, match="llik_scales must be one of"):
         pmi_of_pairs(model, data, rows, K=10, llik_scales="model")
+    with pytest.raises(ValueError, match="llik_scales must be one of"):
+        pmi_of_tuples(model, data, J, K=10, llik_scales="model")
 
 
 def test_best_threshold_against_brute_force():

@@ -160,7 +160,8 @@ def cmd_label_propagation(args: argparse.Namespace) -> int:
 
     plan = Plan(config=args.config, related_fraction=args.related_fraction, overrides=args.overrides,
                 unrelated_share=args.unrelated_share, seed=args.seed, K=args.K, score_rows=args.score_rows,
-                metrics=[m for m in args.metrics.split(",") if m], siamese_epochs=args.siamese_epochs)
+                metrics=[m for m in args.metrics.split(",") if m], siamese_epochs=args.siamese_epochs,
+                llik_scales=args.llik_scales)
     label_propagation(plan, Path(args.out))
     print((Path(args.out) / "report.md").read_text())
     return 0
@@ -294,6 +295,9 @@ def parser() -> argparse.ArgumentParser:
     lp.add_argument("--metrics", default="latent_accuracy,cross_coherence,joint_coherence",
                     help="metrics of the two trained models")
     lp.add_argument("--siamese-epochs", type=int, default=5)
+    lp.add_argument("--llik-scales", default="unit", choices=["unit", "trained"],
+                    help="the PMI's likelihood weights: unit (the model's density) or as trained (the tempered "
+                    "density the model was fitted to; docs/evaluation.md, relatedness) (default unit)")
     lp.add_argument("--out", required=True, help="output directory")
     lp.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     lp.set_defaults(func=cmd_label_propagation)

@@ -64,10 +64,17 @@ def log_likelihoods(model: MultimodalVAE, dataset: MultimodalDataset, J: Tensor,
     return torch.cat(joint), (torch.cat(marg, 1) if marginals else None)
 
 
+def check_llik_scales(llik_scales: str) -> None:
+    if llik_scales not in LLIK_SCALES:
+        raise ValueError(f"relatedness: llik_scales must be one of {LLIK_SCALES}, got {llik_scales!r}")
+
+
 def pmi_of_tuples(model: MultimodalVAE, dataset: MultimodalDataset, J: Tensor, K: int = 1000, chunk: int = 100,
-                  batch_size: int = 256, progress: bool = False) -> Tensor:
-    """PMI of the tuples J (M, n): modality m of tuple i from row J[m, i] of `dataset`."""
-    joint, marg = log_likelihoods(model, dataset, J, K, chunk, batch_size, True, progress)
+                  batch_size: int = 256, progress: bool = False, llik_scales: str = "unit") -> Tensor:
+    """PMI of the tuples J (M, n): modality m of tuple i from row J[m, i] of `dataset`
+    (`llik_scales`: module docstring)."""
+    check_llik_scales(llik_scales)
+    joint, marg = log_likelihoods(model, dataset, J, K, chunk, batch_size, True, progress, llik_scales)
     return joint - marg.sum(0)
 
 
@@ -77,8 +84,7 @@ def pmi_of_pairs(model: MultimodalVAE, dataset: MultimodalDataset, rows: Tensor,
     """PMI of the related tuples of `rows` (complete rows of `dataset`) and of as many
     re-paired ones (each modality from a different row, `repaired_indices`); returns
     (pmi related (n,), pmi unrelated (n,), the re-pairing J (M, n))."""
-    if llik_scales not in LLIK_SCALES:
-        raise ValueError(f"relatedness: llik_scales must be one of {LLIK_SCALES}, got {llik_scales!r}")
+    check_llik_scales(llik_scales)
     M = len(model.names)
     with seeded(seed, module_device(model)):
         J = repaired_indices(rows, M, 1)[:, 0, :]

@@ -32,7 +32,7 @@ from torch import Tensor
 from mmdgm import run
 from mmdgm.config import load_config
 from mmdgm.data import MultimodalDataset
-from mmdgm.evaluate.relatedness import histogram, pmi_of_pairs, pmi_of_tuples, separation
+from mmdgm.evaluate.relatedness import check_llik_scales, histogram, pmi_of_pairs, pmi_of_tuples, separation
 from mmdgm.evaluate.runner import evaluate_run, read_eval, to_compute
 from mmdgm.labelprop.siamese import train_siamese
 from mmdgm.models.contrastive import repaired_indices
@@ -46,7 +46,8 @@ log = logging.getLogger("mmdgm.labelprop")
 
 @dataclass
 class Plan:
-    """What to run. `score_rows` bounds F_m (None: every remaining row)."""
+    """What to run. `score_rows` bounds F_m (None: every remaining row); `llik_scales`:
+    the PMI's likelihood weights, "unit" or "trained" (`mmdgm.evaluate.relatedness`)."""
 
     config: str
     related_fraction: float
@@ -57,8 +58,10 @@ class Plan:
     score_rows: int | None = None
     metrics: list[str] = field(default_factory=lambda: ["latent_accuracy", "cross_coherence", "joint_coherence"])
     siamese_epochs: int = 5
+    llik_scales: str = "unit"
 
     def check(self) -> None:
+        check_llik_scales(self.llik_scales)
         if not 0 < self.related_fraction < 1:
             raise ValueError(f"related_fraction must be in (0, 1), got {self.related_fraction}")
         if not 0 <= self.unrelated_share <= 1:
@@ -133,9 +136,10 @@ def pmi_scores(plan: Plan, out: Path, pretrain: Path, data: MultimodalDataset, s
     if path.exists():
         return torch.load(path, weights_only=True)
     _, model, _ = run.load_run(pretrain)
-    related, unrelated, _ = pmi_of_pairs(model, data, splits["S_r"], K=plan.K, progress=True, seed=plan.seed)
+    related, unrelated, _ = pmi_of_pairs(model, data, splits["S_r"], K=plan.K, progress=True, seed=plan.seed,
+                                         llik_scales=plan.llik_scales)
     scores = {"S_m_related": related, "S_m_unrelated": unrelated,
-              "F_m": pmi_of_tuples(model, data, splits["F_m"], K=plan.K, progress=True)}
+              "F_m": pmi_of_tuples(model, data, splits["F_m"], K=plan.K, progress=True, llik_scales=plan.llik_scales)}
     save(path, scores)
     return scores
 
@@ -177,6 +181,17 @@ def judged(scores: dict[str, Tensor], truth: Tensor) -> tuple[dict, Tensor]:
 PLAN = "plan.json"
 
 
+def with_defaults(held: dict | None) -> dict | None:
+    """A recorded plan with the fields added to Plan since it was written read as their
+    defaults (what that plan ran with)."""
+    if held is None:
+        return None
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(Plan)
+                if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+    return {**json.loads(json.dumps(defaults)), **held}
+
+
 def claim(out: Path, plan: Plan) -> None:
     """Record `plan` in `out`, or raise a ValueError if `out` holds a pipeline of another
     plan (its plan.json, or the plan inside the results.json of a directory from before
@@ -186,7 +201,7 @@ def claim(out: Path, plan: Plan) -> None:
         path = out / name
         if path.exists():
             held = json.loads(path.read_text())
-            held = held if name == PLAN else held.get("plan")
+            held = with_defaults(held if name == PLAN else held.get("plan"))
             if held != wanted:
                 diff = sorted(k for k in set(held or {}) | set(wanted) if (held or {}).get(k) != wanted.get(k))
                 raise ValueError(f"{out} holds a label-propagation run of another plan (differs in {diff}); "
