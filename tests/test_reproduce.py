@@ -157,8 +157,12 @@ def test_cli_lists_and_rejects_unknown_names(capsys):
 
 
 def test_bad_scale_and_seeds_are_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="unknown scale"):
+    with pytest.raises(ValueError, match=r"unknown scale 'huge' for tiny-table; choose one of \['smoke', 'cpu', 'paper'\]"):
         reproduce("tiny-table", "huge", [1], tmp_path)
+    with pytest.raises(ValueError, match=r"unknown scale 'cpu-long' for tiny-table"):
+        reproduce("tiny-table", "cpu-long", [1], tmp_path)
+    assert cli.main(["reproduce", "tiny-table", "--scale", "huge", "--out", str(tmp_path)]) == 2
+    assert not (tmp_path / "runs").exists()
     with pytest.raises(ValueError, match="at least one seed"):
         reproduce("tiny-table", "smoke", [], tmp_path)
 
@@ -341,3 +345,18 @@ def test_report_only_trains_nothing_and_lists_what_did_not_run(tmp_path):
     assert table_cells(text)["MMVAE"][0] == fmt(*mean_std([acc]), 1)
     assert "**not run**: MMVAE seed 2; MVAE seed 1; MVAE seed 2" in text
     assert not run_dir_of(tmp_path, experiment, "smoke", experiment.rows[1], 1).exists()
+
+
+def test_an_experiment_may_add_a_scale_of_its_own(tmp_path, capsys):
+    """contrastive-table1's cpu-long: the full 1:1 pairing for 11 epochs, listed by
+    `reproduce list`, its runs apart from the cpu scale's."""
+    experiment = EXPERIMENTS.get("contrastive-table1")
+    long, cpu = experiment.scales["cpu-long"], experiment.scales["cpu"]
+    overrides = long.overrides_for("ci-mmvae-mnist-synthstreet")
+    assert {"data.options.dm=1", "train.epochs=11", "model.options.K=2", "model.contrastive.K=2"} <= set(overrides)
+    assert not any(o.startswith("data.options.n_train") for o in overrides)
+    row = experiment.rows[1]
+    assert run_dir_of(tmp_path, experiment, "cpu-long", row, 1) != run_dir_of(tmp_path, experiment, "cpu", row, 1)
+    assert all(long.metric_options[m] == cpu.metric_options[m] for m in ("latent_accuracy", "joint_coherence"))
+    assert cli.main(["reproduce", "list"]) == 0
+    assert re.search(r"contrastive-table1 .*\(more scales: cpu-long\)", capsys.readouterr().out)

@@ -16,7 +16,7 @@ from mmdgm import run
 from mmdgm.config import differences, load_config
 from mmdgm.evaluate.report import fmt, mean_std
 from mmdgm.evaluate.runner import evaluate_run, read_eval, to_compute
-from mmdgm.reproduce.experiment import EXPERIMENTS, SCALES, Experiment, Row
+from mmdgm.reproduce.experiment import EXPERIMENTS, Experiment, Row
 from mmdgm.reproduce.report import write_reports
 from mmdgm.train.runlock import RunLocked
 from mmdgm.train.trainer import CHECKPOINT, FINAL, METRICS, TIMING
@@ -204,8 +204,8 @@ def reproduce(
     runs go to `out`/runs, the report to `out`/name/scale. `report_only`: train nothing,
     report the finished runs (evaluating what they lack) and list the others as not run."""
     experiment = select_rows(EXPERIMENTS.get(name), only)
-    if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; choose one of {list(SCALES)}")
+    if scale not in experiment.scales:
+        raise ValueError(f"unknown scale {scale!r} for {name}; choose one of {list(experiment.scales)}")
     if not seeds:
         raise ValueError("give at least one seed")
     out = Path(out)
