@@ -364,6 +364,17 @@ def test_architecture_by_shape():
         architecture_for((3, 64, 64))
 
 
+def test_a_small_dataset_trains_its_classifiers_for_at_least_min_steps(tmp_path):
+    """Classifiers trained on first use take >= AUTO_MIN_STEPS (1,000) steps: 10 epochs of a small
+    set (2,000 street digits: 160 steps) fell below the coherence floor."""
+    from mmdgm.evaluate.classifier_store import BATCH_SIZE
+
+    train_dataset_classifiers("tiny-repaired", tmp_path, {}, epochs=2, seed=0, progress=False, min_steps=30)
+    record = json.loads((store_dir("tiny-repaired", tmp_path) / "img.json").read_text())
+    batches = math.ceil(record["n_train"] / BATCH_SIZE)
+    assert record["epochs"] == max(2, math.ceil(30 / batches)) > 2
+
+
 def test_train_reload_floor_and_missing(tmp_path):
     accuracies = train_dataset_classifiers("tiny-repaired", tmp_path, {}, epochs=2, seed=0, progress=False)
     assert set(accuracies) == {"img", "vec"}

@@ -131,7 +131,7 @@ def test_registered_paper_experiments_are_well_formed():
              "contrastive-figure6", "contrastive-figure8", "meme-table2", "meme-table3", "meme-table4", "meme-figure8",
              "mmali-table1", "mmali-table2", "mmali-table3",
              "cmmd-table2", "cmmd-mnist-svhn", "cmmd-three-modality", "cmmd-mnist-svhn-text",
-             "mmvae-table4", "contrastive-table2", "meme-table5"]
+             "mmvae-table4", "contrastive-table2", "meme-table5", "contrastive-gamma"]
     assert set(names) <= set(EXPERIMENTS.names())
     known = {"mnist": (1, 28, 28), "synth_hand": (1, 28, 28), "synth_street": (3, 32, 32), "view1": (1, 28, 28),
              "view2": (1, 28, 28), "mnist_rotated": (1, 28, 28), "text": (8, 71),
@@ -141,7 +141,8 @@ def test_registered_paper_experiments_are_well_formed():
         e = EXPERIMENTS.get(name)
         labels = {c.label for c in e.columns}
         assert all(set(v) <= labels for v in e.published.values()), name
-        for scale in SCALES:
+        assert set(SCALES) <= set(e.scales), name
+        for scale in e.scales:
             for row in e.rows:
                 config = load_config(row.config, [*e.scales[scale].overrides_for(row.config), *row.overrides])
                 if repr(config.model) not in built:
@@ -360,3 +361,24 @@ def test_an_experiment_may_add_a_scale_of_its_own(tmp_path, capsys):
     assert all(long.metric_options[m] == cpu.metric_options[m] for m in ("latent_accuracy", "joint_coherence"))
     assert cli.main(["reproduce", "list"]) == 0
     assert re.search(r"contrastive-table1 .*\(more scales: cpu-long\)", capsys.readouterr().out)
+
+
+def test_the_gamma_ablation_trains_each_gamma_and_shares_table1s_runs(tmp_path):
+    """contrastive-gamma (Figures 11, 13): one cI-MMVAE per gamma (gamma = 1 is eq. 3's
+    contrastive loss alone), MMVAE as gamma = inf; gamma = 2 and MMVAE are Table 1's runs."""
+    gamma, table1 = EXPERIMENTS.get("contrastive-gamma"), EXPERIMENTS.get("contrastive-table1")
+    shapes = {"mnist": (1, 28, 28), "synth_street": (3, 32, 32)}
+    seen = []
+    for row in gamma.rows:
+        config = load_config(row.config, [*gamma.scales["cpu"].overrides_for(row.config), *row.overrides])
+        model = build_model(config.model, shapes)
+        seen.append(getattr(model, "gamma", None))
+        assert (row.x is None) == (config.model.contrastive is None)
+    assert seen == [1.0, 1.1, 1.5, 2.0, 5.0, 10.0, None]
+    same = {"cI-MMVAE (gamma=2)": "cI-MMVAE (100%)", "MMVAE (gamma=inf)": "MMVAE (100%)"}
+    by_label = {r.label: r for r in table1.rows}
+    for label, other in same.items():
+        row = next(r for r in gamma.rows if r.label == label)
+        assert run_dir_of(tmp_path, gamma, "cpu", row, 1) == run_dir_of(tmp_path, table1, "cpu", by_label[other], 1)
+    assert gamma.scales["cpu"].metric_options["joint_log_likelihood"] == {"n": 200}
+    assert "log p(M,S)" in [c.label for c in gamma.columns]

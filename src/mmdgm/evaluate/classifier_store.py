@@ -50,6 +50,10 @@ ARCHITECTURES.register("scene-attributes")(SceneAttributeClassifier)  # classes:
 ARCHITECTURES.register("caption-attribute-reader")(CaptionAttributeReader)  # exact, from the vocabulary
 
 IMAGE_ARCHITECTURES = {(1, 28, 28): "digit-28", (3, 32, 32): "digit-32"}
+BATCH_SIZE = 128
+# classifiers trained on first use (`mmdgm evaluate --train-classifiers`, reproduce) take at
+# least this many steps: 10 epochs of 2,000 street digits (160 steps) reached 0.754 < 0.8
+AUTO_MIN_STEPS = 1000
 
 
 class MissingClassifierError(FileNotFoundError):
@@ -144,7 +148,7 @@ def fit_classifier(
     x: Tensor,
     y: Tensor,
     epochs: int,
-    batch_size: int = 128,
+    batch_size: int = BATCH_SIZE,
     lr: float = 1e-3,
     seed: int = 0,
     progress: bool = True,
@@ -177,9 +181,11 @@ def train_dataset_classifiers(
     seed: int = 0,
     progress: bool = True,
     device: str | torch.device = "cpu",
+    min_steps: int = 0,
 ) -> dict[str, float]:
     """Train and cache one classifier per modality of a registered dataset built with
-    `options`, in `store_dir(dataset_name, root, options)`.
+    `options`, in `store_dir(dataset_name, root, options)`, for `epochs` or as many more
+    as reach `min_steps` optimiser steps (small datasets; the record holds the epochs run).
 
     Returns modality -> test accuracy on the test split's unique source examples.
     """
@@ -204,13 +210,14 @@ def train_dataset_classifiers(
             if m in train_set.vocabularies and hasattr(model, "set_vocabulary"):
                 model.set_vocabulary(train_set.vocabularies[m])
             trainable = any(p.requires_grad for p in model.parameters())
+            run_epochs = max(epochs, -(-min_steps // -(-len(x) // BATCH_SIZE)))
             if trainable:
-                fit_classifier(model, x, y, epochs, seed=seed, progress=progress, desc=f"classifier {m}")
+                fit_classifier(model, x, y, run_epochs, seed=seed, progress=progress, desc=f"classifier {m}")
         accuracies[m] = accuracy(model, x_test, y_test)
         save_checkpoint(out / f"{m}.pt", {k: v.cpu() for k, v in model.state_dict().items()})
         record = {
             "test_accuracy": accuracies[m],
-            "epochs": epochs if trainable else 0,
+            "epochs": run_epochs if trainable else 0,
             "n_train": len(x),
             "n_test": len(x_test),
             "architecture": architecture,

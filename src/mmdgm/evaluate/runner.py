@@ -105,7 +105,12 @@ def evaluate_run(
     that draw one) the metrics are computed on the validation split and written under `val/`
     of that directory, so that settings can be chosen without the test split. The model is
     evaluated on `device` ("auto": CUDA when available), whatever device trained it."""
-    from mmdgm.evaluate.classifier_store import MissingClassifierError, load_classifiers, train_dataset_classifiers
+    from mmdgm.evaluate.classifier_store import (
+        AUTO_MIN_STEPS,
+        MissingClassifierError,
+        load_classifiers,
+        train_dataset_classifiers,
+    )
     from mmdgm.run import load_dataset, load_run
     from mmdgm.train.trainer import snapshot_dir
 
@@ -133,7 +138,8 @@ def evaluate_run(
         except MissingClassifierError:
             if not train_classifiers:
                 raise
-            train_dataset_classifiers(data.name, root, data.options, seed=seed, progress=progress)
+            train_dataset_classifiers(data.name, root, data.options, seed=seed, progress=progress,
+                                      min_steps=AUTO_MIN_STEPS)
             classifiers = load_classifiers(data.name, model.names, root, classifier_floor, data.options)
     ctx = EvalContext(
         model=model,
