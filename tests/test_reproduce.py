@@ -382,3 +382,38 @@ def test_the_gamma_ablation_trains_each_gamma_and_shares_table1s_runs(tmp_path):
         assert run_dir_of(tmp_path, gamma, "cpu", row, 1) == run_dir_of(tmp_path, table1, "cpu", by_label[other], 1)
     assert gamma.scales["cpu"].metric_options["joint_log_likelihood"] == {"n": 200}
     assert "log p(M,S)" in [c.label for c in gamma.columns]
+
+
+def test_training_curves_average_the_seeds_logs_and_are_drawn(tmp_path):
+    """An experiment's `training_curves` keys are plotted against the step (training.png),
+    the mean over a row's seeds at the steps they share; test-split lines are ignored."""
+    from mmdgm.reproduce.plots import mean_training_log, plot_training
+
+    logs = {"s1": [(50, 4.0, 1.0), (100, 2.0, 3.0)], "s2": [(50, 6.0, 5.0), (100, 4.0, 7.0), (150, 1.0, 0.0)]}
+    dirs = []
+    for name, records in logs.items():
+        (tmp_path / name).mkdir()
+        lines = [json.dumps({"step": s, "split": "train", "loss": a, "contrastive_term": b}) for s, a, b in records]
+        lines.append(json.dumps({"step": 100, "split": "test", "loss": 99.0}))
+        (tmp_path / name / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        dirs.append(tmp_path / name)
+    assert mean_training_log(dirs, "loss") == ([50, 100], [5.0, 3.0])
+    assert mean_training_log(dirs, "contrastive_term") == ([50, 100], [3.0, 5.0])
+    assert mean_training_log(dirs, "absent") == ([], [])
+    experiment = dataclasses.replace(EXPERIMENTS.get("tiny-table"), training_curves=("loss", "contrastive_term"))
+    assert plot_training(experiment, {"MMVAE": dirs}, tmp_path / "training.png")
+    assert (tmp_path / "training.png").stat().st_size > 1000
+    assert not plot_training(dataclasses.replace(experiment, training_curves=("absent",)), {"MMVAE": dirs},
+                             tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
+    assert EXPERIMENTS.get("contrastive-gamma").training_curves == ("objective", "contrastive_term", "loss")
+
+
+if "tiny-training" not in EXPERIMENTS:
+    register(dataclasses.replace(EXPERIMENTS.get("tiny-table"), name="tiny-training", training_curves=("loss",)))
+
+
+def test_a_report_shows_its_training_curves(tmp_path):
+    md, page = reproduce("tiny-training", "smoke", [1], tmp_path, only=["=MMVAE"])
+    assert "(training.png)" in md.read_text() and "training.png" in page.read_text()
+    assert (md.parent / "training.png").stat().st_size > 1000

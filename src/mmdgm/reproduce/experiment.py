@@ -98,6 +98,8 @@ class Experiment:
     published: dict[str, dict[str, float | None]]
     scales: dict[str, Scale]
     notes: str = ""
+    x_label: str = "data used (%)"  # the x axis of curves.png (rows with `x`)
+    training_curves: tuple[str, ...] = ()  # logged training metrics the report plots against the step
 
     def __post_init__(self) -> None:
         missing = [s for s in SCALES if s not in self.scales]

@@ -40,7 +40,8 @@ def facts(
           "plus 10: diverged or overfitted; their cells are those of the last model)")] if rises else [])
 
 
-def markdown(experiment: Experiment, header: list[str], rows: list[list[str]], info: list[tuple[str, str]]) -> str:
+def markdown(experiment: Experiment, header: list[str], rows: list[list[str]], info: list[tuple[str, str]],
+             training: bool = False) -> str:
     lines = [f"# {experiment.title}", ""] + [f"- **{k}**: {v}" for k, v in info]
     lines += ["", "Ours: mean ± standard deviation over seeds; paper: the published number.", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -48,7 +49,9 @@ def markdown(experiment: Experiment, header: list[str], rows: list[list[str]], i
     if experiment.notes:
         lines += ["", experiment.notes]
     if any(r.x is not None for r in experiment.rows):
-        lines += ["", "![each column against the share of data](curves.png)"]
+        lines += ["", f"![each column against {experiment.x_label}](curves.png)"]
+    if training:
+        lines += ["", f"![{', '.join(experiment.training_curves)} against the training step](training.png)"]
     return "\n".join(lines) + "\n"
 
 
@@ -67,8 +70,9 @@ def html_page(experiment, header, rows, info, runs: dict[str, list[Path]], out_d
     parts.append("</table>")
     if experiment.notes:
         parts.append(f"<p>{esc(experiment.notes)}</p>")
-    if (out_dir / "curves.png").exists():
-        parts.append("<img src='curves.png' style='max-width:100%'>")
+    for figure in ("curves.png", "training.png"):
+        if (out_dir / figure).exists():
+            parts.append(f"<img src='{figure}' style='max-width:100%'>")
     for label, dirs in runs.items():
         grids = sorted((dirs[0] / "grids").glob("*.png"))[-3:]
         parts.append(f"<h3>{esc(label)} ({esc(str(dirs[0]))})</h3>")
@@ -97,6 +101,6 @@ def write_reports(
     header, rows = table(experiment, cells)
     info = facts(experiment, scale, seeds, wall, train_wall, list(not_run), list(rises))
     md, page = out_dir / "report.md", out_dir / "report.html"
-    atomic_write_text(md, markdown(experiment, header, rows, info))
+    atomic_write_text(md, markdown(experiment, header, rows, info, (out_dir / "training.png").exists()))
     atomic_write_text(page, html_page(experiment, header, rows, info, runs, out_dir))
     return md, page

@@ -17,6 +17,7 @@ from mmdgm.config import differences, load_config
 from mmdgm.evaluate.report import fmt, mean_std
 from mmdgm.evaluate.runner import evaluate_run, read_eval, to_compute
 from mmdgm.reproduce.experiment import EXPERIMENTS, Experiment, Row
+from mmdgm.reproduce.plots import CURVES, TRAINING, plot_curves, plot_training
 from mmdgm.reproduce.report import write_reports
 from mmdgm.train.runlock import RunLocked
 from mmdgm.train.trainer import CHECKPOINT, FINAL, METRICS, TIMING
@@ -118,33 +119,6 @@ def ensure_evaluated(experiment: Experiment, row: Row, scale: str, run_dir: Path
         return evaluate_run(run_dir, missing, {m: o for m, o in options.items() if m in missing},
                             train_classifiers=True, device=device)
     return read_eval(run_dir)
-
-
-CURVES = "curves.png"
-
-
-def plot_curves(experiment: Experiment, values: dict[str, dict[str, list[float]]], path: Path) -> None:
-    """One panel per column: mean ± std over seeds against x, one line per series."""
-    from matplotlib.figure import Figure
-
-    from mmdgm.train.checkpoint import atomic_write_bytes
-
-    columns = experiment.columns
-    fig = Figure(figsize=(3.2 * len(columns), 3.0))
-    axes = fig.subplots(1, len(columns), squeeze=False)[0]
-    series = dict.fromkeys(r.series for r in experiment.rows if r.x is not None)
-    for ax, c in zip(axes, columns):
-        for name in series:
-            points = [(r.x, values[r.label][c.label]) for r in experiment.rows if r.series == name and r.x is not None]
-            points = [(x, mean_std(v)) for x, v in sorted(points) if v]
-            if points:
-                xs = [x for x, _ in points]
-                ax.errorbar(xs, [m for _, (m, _) in points], yerr=[s for _, (_, s) in points], marker="o", capsize=2, label=name)
-        ax.set(title=c.label, xlabel="data used (%)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=100))
 
 
 def wall_seconds(run_dir: Path) -> float:
@@ -250,5 +224,7 @@ def reproduce(
     report_dir.mkdir(parents=True, exist_ok=True)
     if any(r.x is not None for r in experiment.rows):
         plot_curves(experiment, values, report_dir / CURVES)
+    if not (experiment.training_curves and plot_training(experiment, runs, report_dir / TRAINING)):
+        (report_dir / TRAINING).unlink(missing_ok=True)
     return write_reports(experiment, scale, seeds, cells, runs, report_dir, time.time() - start, train_seconds, not_run,
                          rises)

@@ -1,0 +1,85 @@
+"""An experiment's figures: its columns against x (curves.png) and its rows' logged
+training metrics against the step (training.png)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mmdgm.evaluate.report import mean_std
+from mmdgm.reproduce.experiment import Experiment
+from mmdgm.train.checkpoint import atomic_write_bytes
+from mmdgm.train.trainer import METRICS
+
+CURVES = "curves.png"
+TRAINING = "training.png"
+
+
+def save(fig, path: Path) -> None:
+    fig.tight_layout()
+    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=100))
+
+
+def plot_curves(experiment: Experiment, values: dict[str, dict[str, list[float]]], path: Path) -> None:
+    """One panel per column: mean ± std over seeds against x, one line per series."""
+    from matplotlib.figure import Figure
+
+    columns = experiment.columns
+    fig = Figure(figsize=(3.2 * len(columns), 3.0))
+    axes = fig.subplots(1, len(columns), squeeze=False)[0]
+    series = dict.fromkeys(r.series for r in experiment.rows if r.x is not None)
+    for ax, c in zip(axes, columns):
+        for name in series:
+            points = [(r.x, values[r.label][c.label]) for r in experiment.rows if r.series == name and r.x is not None]
+            points = [(x, mean_std(v)) for x, v in sorted(points) if v]
+            if points:
+                xs = [x for x, _ in points]
+                ax.errorbar(xs, [m for _, (m, _) in points], yerr=[s for _, (_, s) in points], marker="o", capsize=2, label=name)
+        ax.set(title=c.label, xlabel=experiment.x_label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    save(fig, path)
+
+
+def training_log(run_dir: Path, key: str) -> dict[int, float]:
+    """step -> the logged training value of `key` in the run's metrics.jsonl."""
+    path = run_dir / METRICS
+    if not path.exists():
+        return {}
+    records = map(json.loads, filter(None, path.read_text().splitlines()))
+    return {r["step"]: float(r[key]) for r in records if r.get("split") == "train" and isinstance(r.get(key), (int, float))}
+
+
+def mean_training_log(run_dirs: list[Path], key: str) -> tuple[list[int], list[float]]:
+    """The steps every run logged `key` at (in training) and the runs' mean value there."""
+    logs = [log for log in (training_log(d, key) for d in run_dirs) if log]
+    steps = sorted(set.intersection(*(set(log) for log in logs))) if logs else []
+    return steps, [sum(log[s] for log in logs) / len(logs) for s in steps]
+
+
+def plot_training(experiment: Experiment, runs: dict[str, list[Path]], path: Path) -> bool:
+    """One panel per key of `experiment.training_curves`: its logged training value against
+    the step, one line per row (the mean over the row's seeds at the steps they share).
+    Returns whether anything was drawn (nothing: no file)."""
+    from matplotlib.figure import Figure
+
+    keys = experiment.training_curves
+    lines = {}
+    for key in keys:
+        for label, dirs in runs.items():
+            steps, values = mean_training_log(dirs, key)
+            if steps:
+                lines[key, label] = (steps, values)
+    if not lines:
+        return False
+    fig = Figure(figsize=(4.0 * len(keys), 3.2))
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    for ax, key in zip(axes, keys):
+        for label in runs:
+            if (key, label) in lines:
+                ax.plot(*lines[key, label], label=label)
+        ax.set(title=key, xlabel="step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    save(fig, path)
+    return True
