@@ -180,7 +180,7 @@ register(Experiment(
         Row(f"cI-MMVAE (gamma={g:g})", "ci-mmvae-mnist-synthstreet",
             () if g == 2.0 else (f"model.contrastive.gamma={g}",), "cI-MMVAE", g)
         for g in GAMMAS
-    ) + (Row("MMVAE (gamma=inf)", "mmvae-mnist-synthstreet"),),
+    ) + (Row("MMVAE (gamma=inf)", "mmvae-mnist-synthstreet", (), "MMVAE"),),
     columns=GAMMA_COLUMNS,
     published={},
     scales=with_likelihood(scales(3, "20,000 street digits 1:1 with MNIST, 3 epochs (471 steps of 128), K=2, N=5; "

@@ -21,7 +21,9 @@ def save(fig, path: Path) -> None:
 
 
 def plot_curves(experiment: Experiment, values: dict[str, dict[str, list[float]]], path: Path) -> None:
-    """One panel per column: mean ± std over seeds against x, one line per series."""
+    """One panel per column: mean ± std over seeds against x, one line per series; a row
+    with a series but no x (a baseline, e.g. MMVAE beside cI-MMVAE against gamma) is a
+    dotted horizontal line at its mean."""
     from matplotlib.figure import Figure
 
     columns = experiment.columns
@@ -35,6 +37,9 @@ def plot_curves(experiment: Experiment, values: dict[str, dict[str, list[float]]
             if points:
                 xs = [x for x, _ in points]
                 ax.errorbar(xs, [m for _, (m, _) in points], yerr=[s for _, (_, s) in points], marker="o", capsize=2, label=name)
+        for r in experiment.rows:
+            if r.series and r.x is None and values[r.label][c.label]:
+                ax.axhline(mean_std(values[r.label][c.label])[0], linestyle=":", color="grey", label=r.label)
         ax.set(title=c.label, xlabel=experiment.x_label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
