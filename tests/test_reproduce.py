@@ -8,8 +8,9 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
-from mmdgm import cli
+from mmdgm import Batch, cli
 from mmdgm.config import differences, load_config
 from mmdgm.evaluate.report import fmt, mean_std
 from mmdgm.evaluate.runner import read_eval
@@ -374,6 +375,9 @@ def test_the_gamma_ablation_trains_each_gamma_and_shares_table1s_runs(tmp_path):
         model = build_model(config.model, shapes)
         seen.append(getattr(model, "gamma", None))
         assert (row.x is None) == (config.model.contrastive is None)
+        if row.x == 1.0:  # the logged training metrics its report plots exist
+            batch = Batch({"mnist": torch.rand(4, 1, 28, 28), "synth_street": torch.rand(4, 3, 32, 32)})
+            assert set(gamma.training_curves) <= set(model(batch).metrics)
     assert seen == [1.0, 1.1, 1.5, 2.0, 5.0, 10.0, None]
     same = {"cI-MMVAE (gamma=2)": "cI-MMVAE (100%)", "MMVAE (gamma=inf)": "MMVAE (100%)"}
     by_label = {r.label: r for r in table1.rows}

@@ -65,6 +65,7 @@ def log_likelihoods(model: MultimodalVAE, dataset: MultimodalDataset, J: Tensor,
 
 
 def check_llik_scales(llik_scales: str) -> None:
+    """A ValueError naming the choices unless `llik_scales` is one of LLIK_SCALES."""
     if llik_scales not in LLIK_SCALES:
         raise ValueError(f"relatedness: llik_scales must be one of {LLIK_SCALES}, got {llik_scales!r}")
 

@@ -49,6 +49,17 @@ def read_eval_file(run_dir: Path) -> dict[str, Any]:
         raise ValueError(f"{path} is corrupt ({e}); move it away to re-evaluate from scratch") from e
 
 
+def store_result(out: Path, name: str, value: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Write metric `name`'s result and options into out/eval.json over what the file holds
+    now (another process may have added metrics since this one read it); returns the
+    file's results."""
+    held = read_eval_file(out)
+    recorded = {**held.get(OPTIONS_KEY, {}), name: options}
+    results = {**{k: v for k, v in held.items() if k != OPTIONS_KEY}, name: value}
+    atomic_write_text(out / EVAL_FILE, json.dumps({**results, OPTIONS_KEY: recorded}, indent=2))
+    return results
+
+
 def read_eval(run_dir: Path) -> dict[str, Any]:
     """The run's eval.json: metric -> result (without the record of their options)."""
     return {k: v for k, v in read_eval_file(run_dir).items() if k != OPTIONS_KEY}
@@ -128,7 +139,6 @@ def evaluate_run(
     out = run_dir if snapshot is None else snapshot_dir(run_dir, snapshot)
     out = out if split == "test" else out / split
     results = read_eval(out)
-    recorded = read_eval_file(out).get(OPTIONS_KEY, {})
     root = Path(root or config.data.root or data_root())
     classifiers = None
     if NEEDS_CLASSIFIERS & set(names):
@@ -154,8 +164,7 @@ def evaluate_run(
     )
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     for name in tqdm(names, desc="metrics", disable=not progress):
-        results[name] = METRICS.get(name)(ctx, **options.get(name, {}))
-        recorded[name] = resolved_options(name, options.get(name))
-        atomic_write_text(out / EVAL_FILE, json.dumps({**results, OPTIONS_KEY: recorded}, indent=2))
-        log.info("%s: %s", name, json.dumps(results[name])[:300])
+        value = METRICS.get(name)(ctx, **options.get(name, {}))
+        results = store_result(out, name, value, resolved_options(name, options.get(name)))
+        log.info("%s: %s", name, json.dumps(value)[:300])
     return results

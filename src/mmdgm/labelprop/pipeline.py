@@ -183,7 +183,7 @@ PLAN = "plan.json"
 
 def with_defaults(held: dict | None) -> dict | None:
     """A recorded plan with the fields added to Plan since it was written read as their
-    defaults (what that plan ran with)."""
+    defaults (what that plan ran with, as long as a field's default is never changed)."""
     if held is None:
         return None
     defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()

@@ -166,7 +166,7 @@ LIKELIHOOD = {"smoke": {"n": 20, "K": 10}, "cpu": {"n": 200}, "paper": {}}
 
 def with_likelihood(scales: dict[str, Scale]) -> dict[str, Scale]:
     """`scales` with the joint log-likelihood's options (Figure 13) added to each."""
-    return {name: dataclasses.replace(s, metric_options={**s.metric_options, "joint_log_likelihood": LIKELIHOOD[name]})
+    return {name: dataclasses.replace(s, metric_options={**s.metric_options, "joint_log_likelihood": LIKELIHOOD.get(name, {})})
             for name, s in scales.items()}
 
 

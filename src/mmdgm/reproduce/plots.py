@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mmdgm.evaluate.report import mean_std
 from mmdgm.reproduce.experiment import Experiment
 from mmdgm.train.checkpoint import atomic_write_bytes
 from mmdgm.train.trainer import METRICS
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 CURVES = "curves.png"
 TRAINING = "training.png"
 
 
-def save(fig, path: Path) -> None:
+def save(fig: "Figure", path: Path) -> None:
+    """Lay out `fig` and write it to `path` as a PNG, atomically."""
     fig.tight_layout()
     atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=100))
 
@@ -56,7 +61,8 @@ def training_log(run_dir: Path, key: str) -> dict[int, float]:
 
 
 def mean_training_log(run_dirs: list[Path], key: str) -> tuple[list[int], list[float]]:
-    """The steps every run logged `key` at (in training) and the runs' mean value there."""
+    """The steps at which every run that logged `key` in training did, and those runs' mean
+    value there (runs without `key` are left out)."""
     logs = [log for log in (training_log(d, key) for d in run_dirs) if log]
     steps = sorted(set.intersection(*(set(log) for log in logs))) if logs else []
     return steps, [sum(log[s] for log in logs) / len(logs) for s in steps]
@@ -64,7 +70,8 @@ def mean_training_log(run_dirs: list[Path], key: str) -> tuple[list[int], list[f
 
 def plot_training(experiment: Experiment, runs: dict[str, list[Path]], path: Path) -> bool:
     """One panel per key of `experiment.training_curves`: its logged training value against
-    the step, one line per row (the mean over the row's seeds at the steps they share).
+    the step, one line per row (the mean over the row's seeds that logged it, at the steps
+    they share).
     Returns whether anything was drawn (nothing: no file)."""
     from matplotlib.figure import Figure
 

@@ -19,12 +19,12 @@ from mmdgm.evaluate.runner import evaluate_run, read_eval, to_compute
 from mmdgm.reproduce.experiment import EXPERIMENTS, Experiment, Row
 from mmdgm.reproduce.plots import CURVES, TRAINING, plot_curves, plot_training
 from mmdgm.reproduce.report import write_reports
-from mmdgm.train.runlock import RunLocked
+from mmdgm.train.distributed import World
+from mmdgm.train.runlock import RunLocked, holding
 from mmdgm.train.trainer import CHECKPOINT, FINAL, METRICS, TIMING
 
 log = logging.getLogger("mmdgm.reproduce")
-LOCKED = "locked"
-LOCKED_NOTE = "being trained by another process"
+LOCKED_NOTE = "held by another process"
 
 
 def slug(label: str) -> str:
@@ -85,9 +85,9 @@ def lookup(results: dict[str, Any], metric: str, key: str) -> Any:
 def ensure_trained(
     experiment: Experiment, row_index: int, scale: str, seed: int, run_dir: Path, device: str = "auto"
 ) -> str:
-    """Train (on `device`), resume or reuse the run; returns what was done ("locked": another
-    process trains it, `mmdgm.train.runlock`). A run trained from another config than the
-    row's now (a built-in config edited since) is an error, never silently reused."""
+    """Train (on `device`), resume or reuse the run; returns what was done. A run trained
+    from another config than the row's now (a built-in config edited since) is an error,
+    never silently reused."""
     row = experiment.rows[row_index]
     overrides = [*experiment.scales[scale].overrides_for(row.config), *row.overrides, f"train.seed={seed}",
                  f"train.device={device}"]
@@ -99,14 +99,10 @@ def ensure_trained(
                              f"overrides now (they differ at {', '.join(drift)}); move it away to train it again")
     if (run_dir / FINAL).exists():
         return "reused"
-    try:
-        if (run_dir / CHECKPOINT).exists() or (run_dir / "config.yaml").exists():
-            run.resume(run_dir, device)
-            return "resumed"
-        run.train(config, run_dir)
-    except RunLocked as e:
-        log.warning("%s", e)
-        return LOCKED
+    if (run_dir / CHECKPOINT).exists() or (run_dir / "config.yaml").exists():
+        run.resume(run_dir, device)
+        return "resumed"
+    run.train(config, run_dir)
     return "trained"
 
 
@@ -165,6 +161,20 @@ def select_rows(experiment: Experiment, only: list[str] | None) -> Experiment:
     return dataclasses.replace(experiment, rows=rows, published=published)
 
 
+def row_results(experiment: Experiment, row_index: int, scale: str, seed: int, run_dir: Path,
+                device: str) -> dict[str, Any]:
+    """The results of one row and seed: its label-propagation pipeline's, or its run's
+    evaluation, the run trained, resumed or reused first; the run's lock is held from the
+    decision to the evaluation (`RunLocked` if another process holds it)."""
+    row = experiment.rows[row_index]
+    if row.propagation is not None:
+        return ensure_propagated(experiment, row, scale, seed, run_dir)
+    with holding(run_dir, World()):
+        done = ensure_trained(experiment, row_index, scale, seed, run_dir, device)
+        log.info("%s seed %d: %s (%s)", row.label, seed, done, run_dir)
+        return ensure_evaluated(experiment, row, scale, run_dir, device)
+
+
 def finished(run_dir: Path, row: Row) -> bool:
     """Whether the row's run (or label-propagation pipeline) in `run_dir` has finished."""
     return (run_dir / ("results.json" if row.propagation is not None else FINAL)).exists()
@@ -194,22 +204,13 @@ def reproduce(
             if report_only and not finished(run_dir, row):
                 not_run.append(f"{row.label} seed {seed}")
                 continue
-            if row.propagation is not None:
-                try:
-                    results = ensure_propagated(experiment, row, scale, seed, run_dir)
-                except RunLocked as e:
-                    log.warning("%s", e)
-                    not_run.append(f"{row.label} seed {seed} ({LOCKED_NOTE})")
-                    continue
-                runs.setdefault(row.label, []).append(run_dir / "propagated")
-            else:
-                done = ensure_trained(experiment, i, scale, seed, run_dir, device)
-                log.info("%s seed %d: %s (%s)", row.label, seed, done, run_dir)
-                if done == LOCKED:
-                    not_run.append(f"{row.label} seed {seed} ({LOCKED_NOTE})")
-                    continue
-                results = ensure_evaluated(experiment, row, scale, run_dir, device)
-                runs.setdefault(row.label, []).append(run_dir)
+            try:
+                results = row_results(experiment, i, scale, seed, run_dir, device)
+            except RunLocked as e:
+                log.warning("%s", e)
+                not_run.append(f"{row.label} seed {seed} ({LOCKED_NOTE})")
+                continue
+            runs.setdefault(row.label, []).append(run_dir / "propagated" if row.propagation is not None else run_dir)
             for c in experiment.columns:
                 source = experiment.column_for(row, c)
                 if source is None or (source.propagation_path is None) != (row.propagation is None):

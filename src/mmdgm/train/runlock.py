@@ -1,12 +1,14 @@
-"""One training process per run directory.
+"""One process per run directory.
 
-While a process trains a run (fresh or resumed), `RUN/train.lock` names it (pid and host,
-JSON). A second process that would train the same run gets `RunLocked` instead of
-writing into the first one's checkpoint and logs, so that two `mmdgm reproduce` calls
-over the same rows share the work instead of corrupting it. A lock left by a process
-that died (same host, no such pid) or that cannot be read is stale: it is replaced, with
-a warning. A lock from another host cannot be checked from here and is honoured; delete
-the file once no process trains the run.
+A process that trains a run (fresh or resumed), or that `mmdgm reproduce` has decide,
+train and evaluate, holds an exclusive `flock` on RUN/train.lock; the file names it (pid
+and host, JSON) for the `RunLocked` error another process gets before it changes anything
+in the run. The kernel drops the lock when its process ends, however it ends, so a lock
+never goes stale: a file left by a killed process is simply taken again. The holder
+removes the file on release (while still holding it; a process that opened the removed
+file retries on the new one). Holding is re-entrant within a process (`reproduce` holds a
+run while `run.train` takes it again). Where the file system refuses locks (some FUSE
+mounts) training goes on unlocked, with a warning.
 """
 
 from __future__ import annotations
@@ -16,86 +18,97 @@ import json
 import logging
 import os
 import socket
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from mmdgm.train.distributed import World
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locking
+    fcntl = None
+
 LOCK = "train.lock"
 
 log = logging.getLogger("mmdgm")
 
+# lock file -> [file descriptor (None: unlocked, see `acquire`), depth]
+HELD: dict[Path, list] = {}
+
 
 class RunLocked(RuntimeError):
-    """Another live process trains this run; the message names it and the lock file."""
+    """Another process holds this run; the message names it and the lock file."""
 
 
-def holder_alive(holder: dict) -> bool:
-    """Whether the process `holder` ({"pid", "host"}) may still run: False only when it is
-    on this host and no such process exists."""
-    if holder.get("host") != socket.gethostname():
-        return True
-    try:
-        os.kill(int(holder["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def read_holder(path: Path) -> dict | None:
-    """The lock's {"pid", "host"}; None for a file that is gone or cannot be read as one."""
+def holder_of(path: Path) -> str:
+    """'process PID on HOST' as the lock file names it, else 'another process'."""
     try:
         holder = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError, UnicodeDecodeError):
-        return None
-    return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
+        return f"process {int(holder['pid'])} on {holder['host']!r}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+def lock_path(run_dir: Path) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir.resolve() / LOCK
+
+
+def try_lock(path: Path) -> int | None:
+    """A descriptor of `path` holding its exclusive lock; None where locks are refused."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunLocked(f"{path.parent} is held by {holder_of(path)} (training or evaluating it; {path}); "
+                            "run it again once that process has finished") from None
+        except OSError as e:
+            os.close(fd)
+            log.warning("%s: the file system refuses locks (%s); going on without one", path, e)
+            return None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # released and removed by its holder between our open and flock: retry
 
 
 def acquire(run_dir: Path) -> None:
-    """Create RUN/train.lock for this process (atomically: written beside it, then
-    hard-linked into place, so the file is never seen empty); replaces a stale lock and
-    raises `RunLocked` for a live one."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / LOCK
-    me = {"pid": os.getpid(), "host": socket.gethostname()}
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{LOCK}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        for _ in range(3):
-            try:
-                os.link(tmp, path)
-                return
-            except FileExistsError:
-                holder = read_holder(path)
-                if holder is not None and holder_alive(holder):
-                    raise RunLocked(f"{run_dir} is being trained by process {holder['pid']} on "
-                                    f"{holder.get('host')!r} ({path}); wait for it, or delete the lock file "
-                                    "if no process trains this run") from None
-                log.warning("%s: replacing the stale lock %s (%s)", run_dir, path,
-                            "unreadable" if holder is None else f"process {holder['pid']} is gone")
-                path.unlink(missing_ok=True)
-        raise RunLocked(f"could not take the lock {path}: other processes keep replacing it")
-    finally:
-        os.unlink(tmp)
+    """Take RUN/train.lock for this process (again, if it holds it: re-entrant); raises
+    `RunLocked` if another process holds it."""
+    path = lock_path(Path(run_dir))
+    if path in HELD:
+        HELD[path][1] += 1
+        return
+    fd = try_lock(path) if fcntl is not None else None
+    if fd is not None:
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+    HELD[path] = [fd, 1]
 
 
 def release(run_dir: Path) -> None:
-    """Remove RUN/train.lock if this process holds it."""
-    path = run_dir / LOCK
-    holder = read_holder(path)
-    if holder is not None and holder["pid"] == os.getpid() and holder.get("host") == socket.gethostname():
-        path.unlink(missing_ok=True)
+    """Undo one `acquire` of this process; the last one removes the file and unlocks."""
+    path = lock_path(Path(run_dir))
+    entry = HELD.get(path)
+    if entry is None:
+        return
+    entry[1] -= 1
+    if entry[1] == 0:
+        del HELD[path]
+        if entry[0] is not None:
+            path.unlink(missing_ok=True)
+            os.close(entry[0])
 
 
 @contextlib.contextmanager
 def holding(run_dir: Path, world: World) -> Iterator[None]:
-    """Hold the run's lock (rank 0 takes it for every rank; a refusal raises on every
-    rank) for the duration of the block."""
-    run_dir = Path(run_dir)
+    """Hold the run's lock for the block (rank 0 takes it for every rank; a refusal
+    raises on every rank)."""
     world.on_main(lambda: acquire(run_dir))
     try:
         yield
