@@ -62,3 +62,22 @@ def test_training_reduces_the_loss(tmp_path):
     run_dir = run.train(config("train.epochs=5", "train.lr=0.01"), tmp_path / "r")
     test = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines() if '"test"' in l]
     assert test[-1]["iwae_tight"] > test[0]["iwae_tight"] + 100
+
+
+def test_a_test_loss_far_above_its_best_is_warned_about_each_epoch(tmp_path, caplog):
+    """The trainer warns when the epoch's test loss exceeds the best so far by more than
+    0.5 |best| + 10 (`mmdgm.train.divergence`), as the contrastive MMVAE on captions did."""
+    import logging
+
+    from mmdgm.train.divergence import loss_rise
+
+    trainer = run.make_trainer(config("train.epochs=3"), tmp_path / "r")
+    trainer.start()
+    losses = iter([-50.0, -20.0, 100.0])
+    trainer.evaluate = lambda: {"loss": next(losses)}
+    with caplog.at_level(logging.WARNING, logger="mmdgm"):
+        trainer.fit()
+    warnings = [r.getMessage() for r in caplog.records if "test loss rose" in r.getMessage()]
+    assert len(warnings) == 1 and "best -50 (step 3) -> last 100" in warnings[0]
+    assert loss_rise([(1, -50.0), (2, -15.0)]) is None and loss_rise([(1, -50.0), (2, -14.9)]) is not None
+    assert loss_rise([]) is None

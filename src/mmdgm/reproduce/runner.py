@@ -20,6 +20,7 @@ from mmdgm.reproduce.experiment import EXPERIMENTS, Experiment, Row
 from mmdgm.reproduce.plots import CURVES, TRAINING, plot_curves, plot_training
 from mmdgm.reproduce.report import write_reports
 from mmdgm.train.distributed import World
+from mmdgm.train.divergence import loss_rise, logged_test_losses
 from mmdgm.train.runlock import RunLocked, holding
 from mmdgm.train.trainer import CHECKPOINT, FINAL, METRICS, TIMING
 
@@ -125,20 +126,8 @@ def wall_seconds(run_dir: Path) -> float:
 
 
 def test_loss_rise(run_dir: Path) -> str | None:
-    """"best B (step s) -> last L" when the run's last test loss L exceeds its best B by
-    more than 0.5 |B| + 10 (a run that diverged or overfitted badly), else None."""
-    path = run_dir / METRICS
-    if not path.exists():
-        return None
-    tests = [r for r in map(json.loads, filter(None, path.read_text().splitlines()))
-             if r.get("split") == "test" and isinstance(r.get("loss"), (int, float))]
-    if not tests:
-        return None
-    best = min(tests, key=lambda r: r["loss"])
-    last = tests[-1]["loss"]
-    if last - best["loss"] <= 0.5 * abs(best["loss"]) + 10:
-        return None
-    return f"best {best['loss']:.4g} (step {best['step']}) -> last {last:.4g}"
+    """The run's test loss rise (`mmdgm.train.divergence.loss_rise`), if any."""
+    return loss_rise(logged_test_losses(run_dir / METRICS))
 
 
 def cell(values: list[float]) -> str:

@@ -28,6 +28,7 @@ from mmdgm.train.checkpoint import (
     save_checkpoint,
 )
 from mmdgm.train.distributed import World, check_batches, rank_seed, share
+from mmdgm.train.divergence import loss_rise, logged_test_losses
 from mmdgm.train.ema import EMA
 from mmdgm.train.grids import write_model_grids
 from mmdgm.train.precision import autocast_networks, grad_scaler
@@ -448,6 +449,9 @@ class Trainer:
         self.log_metrics("test", test)
         self.append(TIMING, {"step": p.global_step, "epoch": p.epoch, "seconds": seconds})
         log.info("epoch %d: %s", p.epoch + 1, json.dumps({k: round(v, 3) for k, v in test.items()}))
+        rise = loss_rise(logged_test_losses(self.run_dir / METRICS))
+        if rise:
+            log.warning("%s: the test loss rose far above its best (%s): diverging or overfitting", self.run_dir, rise)
         with self.averaged():
             write_model_grids(self.model, self.grid_batch(), self.run_dir / "grids", f"epoch{p.epoch + 1:03d}",
                               vocabularies=self.test_set.vocabularies)
