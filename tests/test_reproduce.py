@@ -132,7 +132,8 @@ def test_registered_paper_experiments_are_well_formed():
              "contrastive-figure6", "contrastive-figure8", "meme-table2", "meme-table3", "meme-table4", "meme-figure8",
              "mmali-table1", "mmali-table2", "mmali-table3",
              "cmmd-table2", "cmmd-mnist-svhn", "cmmd-three-modality", "cmmd-mnist-svhn-text",
-             "mmvae-table4", "contrastive-table2", "meme-table5", "contrastive-gamma"]
+             "mmvae-table4", "contrastive-table2", "meme-table5", "contrastive-gamma", "contrastive-likelihoods",
+             "contrastive-diversity"]
     assert set(names) <= set(EXPERIMENTS.names())
     known = {"mnist": (1, 28, 28), "synth_hand": (1, 28, 28), "synth_street": (3, 32, 32), "view1": (1, 28, 28),
              "view2": (1, 28, 28), "mnist_rotated": (1, 28, 28), "text": (8, 71),
@@ -421,3 +422,21 @@ def test_a_report_shows_its_training_curves(tmp_path):
     md, page = reproduce("tiny-training", "smoke", [1], tmp_path, only=["=MMVAE"])
     assert "(training.png)" in md.read_text() and "training.png" in page.read_text()
     assert (md.parent / "training.png").stat().st_size > 1000
+
+
+def test_appendix_g_experiments_evaluate_table1s_full_data_runs(tmp_path):
+    """Tables 5-7 and Figure 17 train nothing of their own: each row is Table 1's 100 % run
+    of the same model, read with the likelihood / diversity metrics."""
+    table1 = {r.label: r for r in EXPERIMENTS.get("contrastive-table1").rows}
+    for name, metrics in (("contrastive-likelihoods", {"joint_log_likelihood", "conditional_log_likelihoods"}),
+                          ("contrastive-diversity", {"generation_diversity"})):
+        experiment = EXPERIMENTS.get(name)
+        assert len(experiment.rows) == 9
+        for row in experiment.rows:
+            same = table1[f"{row.label} (100%)"]
+            assert run_dir_of(tmp_path, experiment, "cpu", row, 2) == run_dir_of(
+                tmp_path, EXPERIMENTS.get("contrastive-table1"), "cpu", same, 2)
+            assert set(experiment.metrics_of(row)) == metrics
+    published = EXPERIMENTS.get("contrastive-likelihoods").published
+    assert published["cI-MVAE"]["S, q(M)"] == -1876.95 and published["cI-MVAE"]["M, q(S)"] == -443.04
+    assert published["cC-JMVAE"]["S, q(M,S)"] == -1614.78 and published["cC-JMVAE"]["S, q(S)"] is None
