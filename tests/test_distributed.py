@@ -30,6 +30,7 @@ from mmdgm.runtime import resolve_device
 from mmdgm.train.checkpoint import load_checkpoint
 from mmdgm.train.distributed import World, check_batches, share
 from mmdgm.train.precision import autocast_networks, networks
+from mmdgm.train.runlock import RunLocked, acquire, release
 from mmdgm.train.trainer import RunDirError, TrainingDiverged
 
 GPU = torch.cuda.is_available()
@@ -140,6 +141,13 @@ def worker(rank: int, world: int, port: int, root: str) -> None:
         message = str(e)
     (root / f"occupied-rank{rank}.txt").write_text(message)
 
+    try:
+        run.train(config, root / "held")  # its lock is held by the test process
+        message = "no error"
+    except RunLocked as e:
+        message = str(e)
+    (root / f"held-rank{rank}.txt").write_text(message)
+
     for name, overrides in SAMPLING.items():
         t = run.make_trainer(load_config("default", overrides), root / name)
         t.start()
@@ -151,7 +159,11 @@ def worker(rank: int, world: int, port: int, root: str) -> None:
 @pytest.fixture(scope="module")
 def two_process_runs(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ddp")
-    mp.spawn(worker, args=(2, free_port(), str(root)), nprocs=2, join=True)
+    acquire(root / "held")
+    try:
+        mp.spawn(worker, args=(2, free_port(), str(root)), nprocs=2, join=True)
+    finally:
+        release(root / "held")
     return root
 
 
@@ -216,6 +228,13 @@ def test_nan_on_rank_1_stops_both_ranks_keeping_the_last_good_checkpoint(two_pro
 def test_an_occupied_run_directory_is_refused_on_every_rank(two_process_runs):
     for rank in (0, 1):
         assert "already holds a run" in (two_process_runs / f"occupied-rank{rank}.txt").read_text()
+
+
+def test_a_run_another_process_holds_is_refused_on_every_rank(two_process_runs):
+    """Rank 0 takes the run's lock for every rank; its refusal reaches rank 1 too (no hang)."""
+    for rank in (0, 1):
+        assert f"held by process {os.getpid()}" in (two_process_runs / f"held-rank{rank}.txt").read_text()
+    assert sorted(p.name for p in (two_process_runs / "held").iterdir()) == []
 
 
 @pytest.mark.parametrize("name", list(SAMPLING))
