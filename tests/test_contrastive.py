@@ -249,7 +249,7 @@ def test_anchored_loss_is_eq4_by_brute_force(monkeypatch):
 
     out, objective, recorded = run_recorded(monkeypatch, model, batch, "mvae", "anchored_indices", bound, 1)
     Ja, Jb = recorded
-    want = 0.0
+    want = eq3 = 0.0
     for i in range(5):
         terms = []
         for J, replaced in ((Ja, 0), (Jb, 1)):
@@ -261,7 +261,9 @@ def test_anchored_loss_is_eq4_by_brute_force(monkeypatch):
             top = max(values)
             terms.append(top + math.log(sum(math.exp(v - top) for v in values)))
         want += -2.5 * objective[i].item() + sum(terms) / 2
+        eq3 += -objective[i].item() + sum(terms) / 2
     assert out.loss.item() == pytest.approx(want / 5, rel=1e-5)
+    assert out.metrics["contrastive_loss"] == pytest.approx(eq3 / 5, rel=1e-5)
 
 
 def test_anchored_replacements_cover_every_other_row():

@@ -293,6 +293,30 @@ def test_latent_accuracy_of_separable_and_random_latents(tmp_path):
         assert abs(chance[key] - 0.1) < binomial_tolerance(0.1, 2000), (key, chance[key])
 
 
+def test_latent_accuracy_probe_fitted_on_the_full_data(tmp_path):
+    """A run trained on re-paired tuples labels each by its first modality's row, so a probe
+    of "b" fitted on tuples pairing class c with class c + 1 learns the wrong class;
+    fit_pairs="all" fits on the full data."""
+    prototypes = make_prototypes(["a", "b"])
+    train_set, test_set = prototype_dataset(prototypes, 1000, seed=3), prototype_dataset(prototypes, 2000, seed=4)
+    by_class = [torch.nonzero(train_set.labels == c).flatten() for c in range(CLASSES)]
+    next_class = torch.cat([by_class[(c + 1) % CLASSES] for c in range(CLASSES)])
+    repaired = train_set.repaired({"a": torch.cat(by_class), "b": next_class})
+    centres = 3.0 * torch.randn(CLASSES, 4, generator=torch.Generator().manual_seed(0))
+    model = StubModel(prototypes, latent=lambda c: centres[c], noise=0.1)
+    ctx = context(model, prototypes, tmp_path, test_set=test_set, train_set=repaired)
+    observed = METRICS.get("latent_accuracy")(ctx, n_train=800)
+    assert observed["a"] > 0.98 and observed["b"] < 0.02
+    ctx.full_train = lambda: train_set
+    full = METRICS.get("latent_accuracy")(ctx, n_train=800, fit_pairs="all")
+    assert full["fit_pairs"] == "all" and full["a"] > 0.98 and full["b"] > 0.98
+    with pytest.raises(ValueError, match="fit_pairs must be 'observed' or 'all'"):
+        METRICS.get("latent_accuracy")(ctx, fit_pairs="some")
+    ctx.full_train = None
+    with pytest.raises(ValueError, match="needs the run's training pairs"):
+        METRICS.get("latent_accuracy")(ctx, fit_pairs="all")
+
+
 def test_downstream_classification_error_rates(tmp_path):
     """Error = 1 - accuracy of a logistic regression on 500 training representations, per
     observed subset; separable latents give ~0 error, random ones ~0.9 (10 classes)."""

@@ -3,6 +3,9 @@ the relatedness metric on a trained run; re-paired training sets."""
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 import torch
 from sklearn.metrics import precision_recall_fscore_support
@@ -46,6 +49,29 @@ def test_splits_and_accepted_set(propagated):
     for name in ("report.md", "report.html", "pmi-f_m.png", "pmi-s_m.png"):
         assert (out / name).stat().st_size > 100
     assert "siamese" in (out / "report.md").read_text()
+    full = len(run.load_dataset(run.read_run_config(out / "pretrain"), "train", full=True))
+    assert full > len(s_r) + int(accepted.sum())
+    for name in ("pretrain", "propagated"):
+        assert results["runs"][name]["latent_accuracy"]["fit_pairs"] == "all"
+        assert results["runs"][name]["latent_accuracy"]["n_train"] == full, "probe not fitted on the full data"
+
+
+def test_evaluations_of_an_older_probe_are_redone(propagated, tmp_path):
+    """Results computed with the runs' own rows for the probe (before EVAL_OPTIONS) are
+    recomputed on the next call; the trained runs and scores are reused."""
+    plan, out, results = propagated
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    eval_file = copy / "pretrain" / "eval.json"
+    held = json.loads(eval_file.read_text())
+    held["latent_accuracy"] = {**held["latent_accuracy"], "fit_pairs": "observed", "a": -1.0}
+    held["_options"]["latent_accuracy"].pop("fit_pairs")
+    eval_file.write_text(json.dumps(held))
+    stamp = (copy / "pretrain" / "model.pt").stat().st_mtime_ns
+    again = label_propagation(plan, copy)
+    assert again["runs"]["pretrain"]["latent_accuracy"]["fit_pairs"] == "all"
+    assert again["runs"]["pretrain"]["latent_accuracy"] == results["runs"]["pretrain"]["latent_accuracy"]
+    assert (copy / "pretrain" / "model.pt").stat().st_mtime_ns == stamp
 
 
 def test_second_call_reuses_every_stage(propagated):

@@ -114,8 +114,8 @@ def test_one_encoder_probe_is_latent_accuracy_restricted(tmp_path):
     latent_accuracy = METRICS.get("latent_accuracy")
     full = latent_accuracy(ctx, n_train=800, use_mean=True)
     one = latent_accuracy(ctx, n_train=800, use_mean=True, posteriors=["rot0"])
-    assert set(one) == {"rot0", "n_train", "n_test", "use_mean"} and one["rot0"] == full["rot0"] > 0.98
-    assert set(latent_accuracy(ctx, n_train=800, posteriors=["joint"])) == {"joint", "n_train", "n_test", "use_mean"}
+    assert set(one) == {"rot0", "n_train", "n_test", "use_mean", "fit_pairs"} and one["rot0"] == full["rot0"] > 0.98
+    assert set(latent_accuracy(ctx, n_train=800, posteriors=["joint"])) == {"joint", "n_train", "n_test", "use_mean", "fit_pairs"}
     with pytest.raises(ValueError, match="unknown posteriors entry 'rot45'"):
         latent_accuracy(ctx, posteriors=["rot45"])
     with pytest.raises(ValueError, match="posteriors names nothing"):
@@ -145,7 +145,7 @@ def test_evaluate_cli_gives_the_probes_a_train_set(tmp_path, capsys):
                "--option", "downstream_classification.n_train=64"]
     assert main(["evaluate", str(run), "--metrics", "latent_accuracy,downstream_classification", *options]) == 0
     results = json.loads((run / "eval.json").read_text())
-    assert set(results["latent_accuracy"]) == {"a", "n_train", "n_test", "use_mean"}
+    assert set(results["latent_accuracy"]) == {"a", "n_train", "n_test", "use_mean", "fit_pairs"}
     assert 0.0 <= results["downstream_classification"]["mean"] <= 1.0
     assert main(["evaluate", str(run), "--metrics", "latent_accuracy_split"]) == 2
     assert "MMVAE declares none" in capsys.readouterr().err

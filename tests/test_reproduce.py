@@ -118,6 +118,23 @@ def test_a_metric_is_rescored_when_its_options_change_and_only_then(tmp_path, mo
     assert scored == [["joint_log_likelihood"]] and "predates the record of metric options" in caplog.text
 
 
+def test_a_record_without_a_later_option_reads_as_its_earlier_behaviour(tmp_path):
+    """`ADDED_OPTIONS`: a result recorded before latent_accuracy had `fit_pairs` was fitted on
+    the observed pairs (today's default): reused; one recorded before `rows` existed took
+    the first n test rows (today's default draws them at random): rescored."""
+    from mmdgm.evaluate.runner import resolved_options, store_result, to_compute
+
+    for name in ("latent_accuracy", "joint_log_likelihood"):
+        old = resolved_options(name, {"n": 16} if name == "joint_log_likelihood" else {})
+        for option in ("fit_pairs", "rows"):
+            old.pop(option, None)
+        store_result(tmp_path, name, {"x": 1.0}, old)
+    assert to_compute(tmp_path, ["latent_accuracy"]) == []
+    assert to_compute(tmp_path, ["latent_accuracy"], {"latent_accuracy": {"fit_pairs": "all"}}) == ["latent_accuracy"]
+    assert to_compute(tmp_path, ["joint_log_likelihood"], {"joint_log_likelihood": {"n": 16}}) == ["joint_log_likelihood"]
+    assert to_compute(tmp_path, ["joint_log_likelihood"], {"joint_log_likelihood": {"n": 16, "rows": "first"}}) == []
+
+
 def test_explicit_default_options_equal_options_left_out():
     from mmdgm.evaluate.runner import resolved_options
 
@@ -411,7 +428,7 @@ def test_training_curves_average_the_seeds_logs_and_are_drawn(tmp_path):
     assert not plot_training(dataclasses.replace(experiment, training_curves=("absent",)), {"MMVAE": dirs},
                              tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
-    assert EXPERIMENTS.get("contrastive-gamma").training_curves == ("objective", "contrastive_term", "loss")
+    assert EXPERIMENTS.get("contrastive-gamma").training_curves == ("objective", "contrastive_term", "contrastive_loss")
 
 
 if "tiny-training" not in EXPERIMENTS:

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from mmdgm.data import MultimodalDataset
 from mmdgm.evaluate.cca_core import CCAEvaluator
-from mmdgm.evaluate.common import module_device, row_batches, seeded
+from mmdgm.evaluate.common import fit_set, module_device, row_batches, seeded
 from mmdgm.evaluate.context import EvalContext
 from mmdgm.evaluate.registry import METRICS
 
@@ -67,15 +67,10 @@ def cca_coherence(ctx: EvalContext, n_train: int | None = 10000, n: int | None =
     protocol masked or sub-sampled it (`EvalContext.full_train`), so runs of one data set
     under different `observed_fraction` or `unimodal_fraction` share one CCA, as MEME
     Table 5's one ground truth). Returns the four scores and the evaluator's summary."""
-    if fit_pairs not in ("observed", "all"):
-        raise ValueError(f"cca_coherence: fit_pairs must be 'observed' or 'all', got {fit_pairs!r}")
-    fit_set = ctx.train_set if fit_pairs == "observed" else ctx.full_train() if ctx.full_train else None
-    if fit_set is None:
-        raise ValueError(f"cca_coherence (fit_pairs={fit_pairs!r}) needs the run's training pairs; "
-                         "the context has none")
+    fitted_on = fit_set(ctx, fit_pairs, "cca_coherence")
     image, caption = image_and_caption(ctx)
     vocab = ctx.test_set.vocabularies[caption]
-    train = real_pairs(ctx, fit_set, paired_rows(fit_set, image, caption, n_train, ctx.seed), image, caption)
+    train = real_pairs(ctx, fitted_on, paired_rows(fitted_on, image, caption, n_train, ctx.seed), image, caption)
     evaluator = CCAEvaluator(k=k, backend=backend, pca_components=pca_components, scaling=scaling,
                              seed=ctx.seed).fit(*train)
     test_rows = paired_rows(ctx.test_set, image, caption, n, ctx.seed)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from mmdgm.batch import Batch
+from mmdgm.data import MultimodalDataset
 from mmdgm.evaluate.context import EvalContext
 
 
@@ -56,18 +57,46 @@ def on_device(module: nn.Module, device: str | torch.device) -> Iterator[nn.Modu
         module.to(home)
 
 
-def test_rows(ctx: EvalContext, n: int | None, desc: str) -> int:
-    """How many test rows a metric over the first `n` (all when None) evaluates."""
-    total = len(ctx.test_set) if n is None else min(int(n), len(ctx.test_set))
+ROW_CHOICES = ("random", "first")
+
+
+def sampled_rows(size: int, n: int | None, seed: int, rows: str, desc: str) -> Tensor:
+    """Ascending indices of `n` of `size` rows (all when None). `rows`: "random", drawn
+    without replacement with `seed` (paired test sets are stored grouped by class, so
+    their first rows can all be one digit); "first", the first n as stored."""
+    if rows not in ROW_CHOICES:
+        raise ValueError(f"{desc}: rows must be one of {ROW_CHOICES}, got {rows!r}")
+    total = size if n is None else min(int(n), size)
     if total < 1:
-        raise ValueError(f"{desc}: no test rows to evaluate (n={n}, test set of {len(ctx.test_set)})")
-    return total
+        raise ValueError(f"{desc}: no test rows to evaluate (n={n}, {size} rows to choose from)")
+    if rows == "first" or total == size:
+        return torch.arange(total)
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:total].sort().values
 
 
-def test_batches(ctx: EvalContext, n: int | None, desc: str, batch_size: int | None = None) -> Iterator[Batch]:
-    """The first `n` test rows (all when None) in batches of `batch_size` (default
+def test_rows(ctx: EvalContext, n: int | None, desc: str, rows: str = "random") -> Tensor:
+    """The test rows a metric over `n` of them evaluates (`sampled_rows` with the evaluation seed)."""
+    return sampled_rows(len(ctx.test_set), n, ctx.seed, rows, desc)
+
+
+def test_batches(
+    ctx: EvalContext, n: int | None, desc: str, batch_size: int | None = None, rows: str = "random"
+) -> Iterator[Batch]:
+    """The `test_rows` of `n` and `rows` in batches of `batch_size` (default
     `ctx.batch_size`), on the model's device, with unobserved entries zeroed."""
-    total = test_rows(ctx, n, desc)
+    chosen = test_rows(ctx, n, desc, rows)
     device = module_device(ctx.model)
-    for rows in row_batches(total, batch_size or ctx.batch_size, desc, ctx.progress):
-        yield ctx.test_set.batch(rows).to(device).zero_missing()
+    for chunk in row_batches(len(chosen), batch_size or ctx.batch_size, desc, ctx.progress):
+        yield ctx.test_set.batch(chosen[chunk]).to(device).zero_missing()
+
+
+def fit_set(ctx: EvalContext, fit_pairs: str, metric: str) -> MultimodalDataset:
+    """The train data an instrument is fitted on: "observed", the run's own (as masked and
+    re-paired for it); "all", the full data it was drawn from (`EvalContext.full_train`),
+    the same for every run of the data set and with each row's true label."""
+    if fit_pairs not in ("observed", "all"):
+        raise ValueError(f"{metric}: fit_pairs must be 'observed' or 'all', got {fit_pairs!r}")
+    chosen = ctx.train_set if fit_pairs == "observed" else ctx.full_train() if ctx.full_train else None
+    if chosen is None:
+        raise ValueError(f"{metric} (fit_pairs={fit_pairs!r}) needs the run's training pairs; the context has none")
+    return chosen

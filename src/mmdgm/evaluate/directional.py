@@ -39,10 +39,12 @@ def directional_estimates(model, batch, K: int, chunk: int) -> dict[str, Tensor]
 
 @METRICS.register("meme_directional_likelihood")
 @torch.no_grad()
-def meme_directional_likelihood(ctx: EvalContext, K: int = 1000, n: int | None = None, chunk: int = 100) -> dict:
+def meme_directional_likelihood(
+    ctx: EvalContext, K: int = 1000, n: int | None = None, chunk: int = 100, rows: str = "random"
+) -> dict:
     """MEME Table 2: for each direction s->t, the mean over test rows observing both
     modalities of log p(s, t) and log p(s | t) under that direction's factorisation (module
-    docstring), with standard errors. Returns {key: mean, "stderr": {key: se}, "K", "n"}."""
+    docstring), with standard errors; `n` rows (None: all) chosen by `rows` (`common.test_rows`). Returns {key: mean, "stderr": {key: se}, "K", "n"}."""
     check_samples(K, chunk)
     model = ctx.model
     if not hasattr(model, "directional_log_weights"):
@@ -50,7 +52,7 @@ def meme_directional_likelihood(ctx: EvalContext, K: int = 1000, n: int | None =
                          f"{type(model).__name__} has none")
     values: dict[str, list[Tensor]] = {}
     with unit_llik_scales(model), seeded(ctx.seed, module_device(model)):
-        for batch in test_batches(ctx, n, "directional likelihoods"):
+        for batch in test_batches(ctx, n, "directional likelihoods", rows=rows):
             both = torch.stack([batch.mask[m] for m in model.names]).all(0)
             if not both.any():
                 continue

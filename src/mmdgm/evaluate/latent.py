@@ -25,7 +25,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mmdgm.data import MultimodalDataset
-from mmdgm.evaluate.common import module_device, row_batches, seeded
+from mmdgm.evaluate.common import fit_set, module_device, row_batches, seeded
 from mmdgm.evaluate.context import EvalContext
 from mmdgm.evaluate.registry import METRICS
 from mmdgm.models.base import nonempty_subsets
@@ -78,18 +78,20 @@ def check_probe_options(metric: str, n_train: int, max_iter: int) -> None:
 
 
 def probe_codes(
-    ctx: EvalContext, subsets: dict[str, list[str]], n_train: int, use_mean: bool, metric: str
+    ctx: EvalContext, subsets: dict[str, list[str]], n_train: int, use_mean: bool, metric: str,
+    fit_pairs: str = "observed",
 ) -> tuple[dict, dict, int, int]:
-    """Train codes of `n_train` random train rows (drawn with `ctx.seed`) and test codes of
-    every test row under each subset's posterior: (train, test, n_train rows, n_test rows),
-    the first two as returned by `latent_codes`."""
-    if ctx.train_set is None:
+    """Train codes of `n_train` random rows (drawn with `ctx.seed`) of the `fit_pairs` train
+    data (`common.fit_set`) and test codes of every test row under each subset's posterior:
+    (train, test, n_train rows, n_test rows), the first two as returned by `latent_codes`."""
+    if ctx.train_set is None and fit_pairs == "observed":
         raise ValueError(f"{metric} fits its probe on train data: the context has no train_set")
+    fitted_on = fit_set(ctx, fit_pairs, metric)
     g = torch.Generator().manual_seed(ctx.seed)
-    train_rows = torch.randperm(len(ctx.train_set), generator=g)[:n_train]
+    train_rows = torch.randperm(len(fitted_on), generator=g)[:n_train]
     test_rows = torch.arange(len(ctx.test_set))
     with seeded(ctx.seed, module_device(ctx.model)):
-        train = latent_codes(ctx, ctx.train_set, train_rows, subsets, use_mean, "latent codes (train)")
+        train = latent_codes(ctx, fitted_on, train_rows, subsets, use_mean, "latent codes (train)")
         test = latent_codes(ctx, ctx.test_set, test_rows, subsets, use_mean, "latent codes (test)")
     return train, test, len(train_rows), len(test_rows)
 
@@ -122,14 +124,17 @@ def chosen(metric: str, option: str, given: list[str] | None, known: list[str]) 
 @METRICS.register("latent_accuracy")
 def latent_accuracy(
     ctx: EvalContext, n_train: int = 10000, use_mean: bool = False, max_iter: int = 1000,
-    posteriors: list[str] | None = None,
+    posteriors: list[str] | None = None, fit_pairs: str = "observed",
 ) -> dict:
     """Test accuracy of a linear probe on latent codes of each single-modality posterior
     and of the joint posterior ("joint"), over the modalities the model can condition on
     (`model.inference_modalities`; no "joint" when that is one); see the module docstring
     for the protocol.
     `posteriors` restricts the scored ones (modality names and/or "joint"): MMALI's
-    Table 1 probe of the 0-degree encoder on MultiMNIST is `posteriors=["rot0"]`."""
+    Table 1 probe of the 0-degree encoder on MultiMNIST is `posteriors=["rot0"]`.
+    `fit_pairs`: the probe's train rows come from the run's own train data ("observed") or
+    from the full data it was drawn from ("all", `common.fit_set`): one probe data set for
+    runs trained on different subsets or re-pairings, with every row's true label."""
     check_probe_options("latent_accuracy", n_train, max_iter)
     names = ctx.model.names
     if "joint" in names:
@@ -139,9 +144,9 @@ def latent_accuracy(
     if len(inferable) > 1:
         everything["joint"] = inferable
     subsets = {k: everything[k] for k in chosen("latent_accuracy", "posteriors", posteriors, list(everything))}
-    train, test, n_rows, n_test = probe_codes(ctx, subsets, n_train, use_mean, "latent_accuracy")
+    train, test, n_rows, n_test = probe_codes(ctx, subsets, n_train, use_mean, "latent_accuracy", fit_pairs)
     result = {key: probe_accuracy(train[key], test[key], max_iter) for key in subsets}
-    return {**result, "n_train": n_rows, "n_test": n_test, "use_mean": use_mean}
+    return {**result, "n_train": n_rows, "n_test": n_test, "use_mean": use_mean, "fit_pairs": fit_pairs}
 
 
 def latent_split(model: object, metric: str) -> dict[str, slice]:

@@ -102,6 +102,7 @@ def latent_kl(
     fraction: float = 0.99,
     n: int | None = None,
     mc_samples: int = 100,
+    rows: str = "random",
 ) -> dict:
     """Per-dimension KL(q(z | x_m) || p(z)) of every unimodal posterior (of the modalities
     the model can condition on) and symmetric KL(q_m || q_n) + KL(q_n || q_m) of every
@@ -112,7 +113,8 @@ def latent_kl(
     "collapsed_share" gives the share of collapsed dimensions per modality and, under
     "all", of dimensions collapsed for every modality. Returns {"kl_to_prior",
     "symmetric_kl" (per-dim lists), "kl_to_prior_total", "symmetric_kl_total",
-    "collapsed_share", "collapsed_dims", "threshold", "fraction", "n", "figures"}.
+    "collapsed_share", "collapsed_dims", "threshold", "fraction", "n", "figures"}; `n` test
+    rows (None: all) chosen by `rows` (`common.test_rows`).
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
@@ -124,7 +126,7 @@ def latent_kl(
     between: dict[tuple[str, str], list[Tensor]] = {pair: [] for pair in pairs}
     seen = 0
     with seeded(ctx.seed, module_device(model)):
-        for batch in test_batches(ctx, n, "latent KL"):
+        for batch in test_batches(ctx, n, "latent KL", rows=rows):
             seen += batch.size
             post = {m: model.posterior(m, batch.data[m]) for m in names}
             for m in names:
@@ -196,6 +198,7 @@ def posterior_collapse(
     steps: int = 40,
     n: int | None = None,
     mc_samples: int = 100,
+    rows: str = "random",
 ) -> dict:
     """Posterior collapse as CMMD §4.2 and appendix E measure it (Lucas et al. 2019): the
     share of latent dimensions d with KL(q(z_d | x) || p(z_d)) <= eps for at least
@@ -205,7 +208,7 @@ def posterior_collapse(
     `latent_kl_pairs`: each unimodal posterior against the prior by default; for CMMD the
     posterior against the conditional prior p(z | x_o), and that prior against N(0, I).
     KL per dimension and test row is analytic where `kl_per_dim` has it, else a Monte-Carlo
-    mean over `mc_samples` draws. Returns {"thresholds", "collapse" (name -> curve),
+    mean over `mc_samples` draws; `n` test rows (None: all) chosen by `rows` (`common.test_rows`). Returns {"thresholds", "collapse" (name -> curve),
     "fraction", "n", "figures"}."""
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
@@ -215,7 +218,7 @@ def posterior_collapse(
     kls: dict[str, list[Tensor]] = {}
     seen = 0
     with seeded(ctx.seed, module_device(model)):
-        for batch in test_batches(ctx, n, "posterior collapse"):
+        for batch in test_batches(ctx, n, "posterior collapse", rows=rows):
             seen += batch.size
             for name, (q, p, rows) in model.latent_kl_pairs(batch).items():
                 kls.setdefault(name, []).append(kl_per_dim(q, p, mc_samples)[rows].double().cpu())

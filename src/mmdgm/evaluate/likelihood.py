@@ -99,36 +99,37 @@ def first_row(ctx: EvalContext) -> Batch:
 
 
 def sizes(ctx: EvalContext, memory_mb: float | None, K: int, n: int | None, chunk: int, desc: str,
-          work: Callable[[Batch, int], object]) -> tuple[int, int]:
+          work: Callable[[Batch, int], object], rows: str = "random") -> tuple[int, int]:
     """(rows per batch, draws per chunk): `ctx.batch_size` and `chunk` without a budget,
     else `plan_sizes` for the bytes per draw of `work(row, k)` on the first test row."""
     if memory_mb is None:
         return ctx.batch_size, chunk
-    return plan_sizes(memory_mb, bytes_per_draw(lambda k: work(first_row(ctx), k)), K, test_rows(ctx, n, desc))
+    return plan_sizes(memory_mb, bytes_per_draw(lambda k: work(first_row(ctx), k)), K, len(test_rows(ctx, n, desc, rows)))
 
 
 def model_log_likelihoods(
-    ctx: EvalContext, K: int, n: int | None, chunk: int, memory_mb: float | None, scaled: bool
+    ctx: EvalContext, K: int, n: int | None, chunk: int, memory_mb: float | None, scaled: bool, rows: str
 ) -> Tensor:
-    """The model's `log_likelihood(batch, K, chunk)` of the first n test rows with every
+    """The model's `log_likelihood(batch, K, chunk)` of the `test_rows` of n and `rows` with every
     llik_scale 1, (rows,); with `scaled`, also with the model's scales, (2, rows)."""
     desc = "joint log-likelihood"
     model = ctx.model
-    rows, chunk = sizes(ctx, memory_mb, K, n, chunk, desc,
-                        lambda row, k: model.joint_log_weights(row, k, model.joint_proposal(row)))
+    size, chunk = sizes(ctx, memory_mb, K, n, chunk, desc,
+                        lambda row, k: model.joint_log_weights(row, k, model.joint_proposal(row)), rows)
     with seeded(ctx.seed, module_device(model)):
         if scaled:
             return torch.cat([unit_and_scaled_log_likelihood(model, b, K, chunk).cpu()
-                              for b in test_batches(ctx, n, desc, rows)], 1)
+                              for b in test_batches(ctx, n, desc, size, rows)], 1)
         with unit_llik_scales(model):
-            return torch.cat([model.log_likelihood(b, K=K, chunk=chunk).cpu() for b in test_batches(ctx, n, desc, rows)])
+            return torch.cat([model.log_likelihood(b, K=K, chunk=chunk).cpu()
+                              for b in test_batches(ctx, n, desc, size, rows)])
 
 
 @METRICS.register("joint_log_likelihood")
 @torch.no_grad()
 def joint_log_likelihood(
     ctx: EvalContext, K: int = 1000, n: int | None = None, chunk: int = 100, scaled: bool = True,
-    memory_mb: float | None = None, device: str = "auto",
+    memory_mb: float | None = None, device: str = "auto", rows: str = "random",
 ) -> dict:
     """Mean over test rows of the model's own `log_likelihood(batch, K)` (MMVAE Table 3,
     first column: for MMVAE the tight IWAE over K draws from each unimodal posterior,
@@ -144,14 +145,15 @@ def joint_log_likelihood(
     Work sizes: `ctx.batch_size` rows and `chunk` draws per component at a time, or, with
     `memory_mb`, as many as that budget holds (`budget.plan_sizes`); `device` ("auto": the
     GPU when present) is where the model runs for the metric. Neither changes the
-    estimator, only which random numbers fall to which row. Returns
+    estimator, only which random numbers fall to which row. `n` rows (None: all) chosen
+    by `rows` (`common.test_rows`: "random", a seeded sample; "first"). Returns
     {"log p(<names>)": mean, ["scaled bound(<names>)": mean,] "stderr": {...}, "K", "n"}.
     """
     check_samples(K, chunk)
     names = ",".join(ctx.model.names)
     scaled = scaled and any(spec.llik_scale != 1.0 for spec in ctx.model.modalities.values())
     with on_device(ctx.model, device):
-        v = model_log_likelihoods(ctx, K, n, chunk, memory_mb, scaled)
+        v = model_log_likelihoods(ctx, K, n, chunk, memory_mb, scaled, rows)
     values = {f"log p({names})": v[0], f"scaled bound({names})": v[1]} if scaled else {f"log p({names})": v}
     out: dict = {}
     stderr = {}
@@ -225,7 +227,7 @@ def table3_targets(names: list[str]) -> list[tuple[list[str], dict[str, list[str
 @torch.no_grad()
 def conditional_log_likelihoods(
     ctx: EvalContext, K: int = 1000, n: int | None = None, chunk: int = 100,
-    memory_mb: float | None = None, device: str = "auto",
+    memory_mb: float | None = None, device: str = "auto", rows: str = "random",
 ) -> dict:
     """MMVAE Table 3: every modality's marginal log-likelihood estimated with the joint
     and with each single variational posterior as proposal (§4.2: "marginal likelihoods
@@ -244,7 +246,7 @@ def conditional_log_likelihoods(
     "log p(m,n) - log p(m)" (m, n in model order; likewise "- log p(n)"), both terms IWAE
     estimates from the same draws of q(z | x_m, x_n): consistent in K, but not a bound.
     Rows lacking a modality a key needs are left out of that key; "rows" gives each
-    key's count. `memory_mb` and `device` as for `joint_log_likelihood` (the budget's probe
+    key's count. `memory_mb`, `device` and `rows` as for `joint_log_likelihood` (the budget's probe
     counts the draws of every proposal together). Returns
     {key: mean, "stderr": {key: se}, "rows": {key: count}, "K": K, "n": rows seen}.
     """
@@ -255,23 +257,23 @@ def conditional_log_likelihoods(
     seen = 0
     desc = "conditional log-likelihoods"
     with on_device(model, device):
-        rows, chunk = sizes(ctx, memory_mb, K, n, chunk, desc, lambda row, k: [
+        size, chunk = sizes(ctx, memory_mb, K, n, chunk, desc, lambda row, k: [
             proposal_log_means(model, row, source, targets, k, k) for source, targets in plan
-        ])
+        ], rows)
         with seeded(ctx.seed, module_device(model)):
-            for batch in test_batches(ctx, n, desc, rows):
+            for batch in test_batches(ctx, n, desc, size, rows):
                 seen += batch.size
                 for source, targets in plan:
                     for key, est in conditional_rows(model, batch, source, targets, K, chunk).items():
                         values.setdefault(key, []).append(est.cpu())
     out: dict = {}
-    stderr, rows = {}, {}
+    stderr, counts = {}, {}
     for key in sorted(values):
         v = torch.cat(values[key])
         if v.numel():
             out[key], stderr[key] = mean_and_stderr(v)
-            rows[key] = int(v.numel())
-    return {**out, "stderr": stderr, "rows": rows, "K": K, "n": seen}
+            counts[key] = int(v.numel())
+    return {**out, "stderr": stderr, "rows": counts, "K": K, "n": seen}
 
 
 def conditional_rows(

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from mmdgm.batch import Batch
 from mmdgm.data import MultimodalDataset
-from mmdgm.evaluate.common import module_device, row_batches, seeded
+from mmdgm.evaluate.common import module_device, row_batches, sampled_rows, seeded
 from mmdgm.evaluate.context import EvalContext
 from mmdgm.evaluate.likelihood import check_samples, unit_llik_scales
 from mmdgm.evaluate.registry import METRICS
@@ -142,8 +142,8 @@ def histogram(related: Tensor, unrelated: Tensor, threshold: float | None, path:
 
 @METRICS.register("relatedness")
 def relatedness(ctx: EvalContext, K: int = 1000, n: int | None = 1000, chunk: int = 100,
-                llik_scales: str = "unit") -> dict:
-    """PMI of the first `n` complete test rows (related) and of as many re-paired tuples
+                llik_scales: str = "unit", rows: str = "random") -> dict:
+    """PMI of `n` complete test rows (related; chosen by `rows` as `common.test_rows` does) and of as many re-paired tuples
     (unrelated: every modality from a different row), module docstring (`llik_scales`:
     "unit" or "trained"); hypothesis 3.1 says the former are larger. Writes the two
     histograms to relatedness.png. Returns
@@ -153,13 +153,13 @@ def relatedness(ctx: EvalContext, K: int = 1000, n: int | None = 1000, chunk: in
     """
     check_samples(K, chunk)
     complete = torch.stack([ctx.test_set.mask[m] for m in ctx.model.names]).all(0).nonzero().flatten()
-    rows = complete if n is None else complete[: int(n)]
-    if len(rows) < len(ctx.model.names):
-        raise ValueError(f"relatedness needs at least {len(ctx.model.names)} complete test rows, got {len(rows)}")
-    related, unrelated, J = pmi_of_pairs(ctx.model, ctx.test_set, rows, K, chunk, ctx.batch_size, ctx.progress, ctx.seed,
-                                         llik_scales)
+    chosen = complete[sampled_rows(len(complete), n, ctx.seed, rows, "relatedness")]
+    if len(chosen) < len(ctx.model.names):
+        raise ValueError(f"relatedness needs at least {len(ctx.model.names)} complete test rows, got {len(chosen)}")
+    related, unrelated, J = pmi_of_pairs(ctx.model, ctx.test_set, chosen, K, chunk, ctx.batch_size, ctx.progress,
+                                         ctx.seed, llik_scales)
     out = {"pmi related": float(related.mean()), "pmi unrelated": float(unrelated.mean()),
-           **separation(related, unrelated), "K": K, "n": len(rows), "figure": FIGURE}
+           **separation(related, unrelated), "K": K, "n": len(chosen), "figure": FIGURE}
     labels = ctx.test_set.labels[J]
     out["same label share"] = float((labels == labels[:1]).all(0).double().mean())
     histogram(related, unrelated, out["threshold"], ctx.out_dir / FIGURE, f"PMI, AUC {out['auc']:.3f}")

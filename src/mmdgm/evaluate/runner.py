@@ -37,6 +37,10 @@ NEEDS_TRAIN_SET = {"latent_accuracy", "latent_accuracy_split", "downstream_class
 
 
 OPTIONS_KEY = "_options"
+# Options added to metrics after results were first recorded, each with the value that
+# reproduces a result recorded without it: "rows" (`common.test_rows`) was "first" then,
+# "fit_pairs" (`common.fit_set`) "observed".
+ADDED_OPTIONS = {"rows": "first", "fit_pairs": "observed"}
 
 
 def read_eval_file(run_dir: Path) -> dict[str, Any]:
@@ -76,8 +80,9 @@ def resolved_options(name: str, options: dict[str, Any] | None = None) -> dict[s
 
 def to_compute(run_dir: Path, metrics: list[str], options: dict[str, dict[str, Any]] | None = None) -> list[str]:
     """The `metrics` that eval.json lacks or holds computed with other options than
-    `options[metric]` (defaults filled in). A result written before options were recorded
-    is reused, with a warning: nothing says how it was computed."""
+    `options[metric]` (defaults filled in; an option the record lacks is read as its
+    `ADDED_OPTIONS` value). A result written before options were recorded is reused, with
+    a warning: nothing says how it was computed."""
     stored = read_eval_file(run_dir)
     recorded = stored.get(OPTIONS_KEY, {})
     out = []
@@ -87,8 +92,11 @@ def to_compute(run_dir: Path, metrics: list[str], options: dict[str, dict[str, A
         elif name not in recorded:
             log.warning("%s: %s predates the record of metric options; reused as is (delete it to re-score)",
                         Path(run_dir) / EVAL_FILE, name)
-        elif recorded[name] != resolved_options(name, (options or {}).get(name)):
-            out.append(name)
+        else:
+            wanted = resolved_options(name, (options or {}).get(name))
+            added = {k: v for k, v in ADDED_OPTIONS.items() if k in wanted}
+            if {**added, **recorded[name]} != wanted:
+                out.append(name)
     return out
 
 

@@ -28,9 +28,9 @@ def w2_diagonal(m1: Tensor, s1: Tensor, m2: Tensor, s2: Tensor) -> Tensor:
 
 @METRICS.register("w2_relatedness")
 @torch.no_grad()
-def w2_relatedness(ctx: EvalContext, n: int | None = 1000) -> dict:
-    """For every modality pair (a, b), W2(q(z|a_i), q(z|b_j)) over the first `n` test rows
-    observing both, within evaluation batches: paired (i = j) and unpaired (i != j). Reports
+def w2_relatedness(ctx: EvalContext, n: int | None = 1000, rows: str = "random") -> dict:
+    """For every modality pair (a, b), W2(q(z|a_i), q(z|b_j)) over `n` test rows (chosen by
+    `rows`, `common.test_rows`) observing both, within evaluation batches: paired (i = j) and unpaired (i != j). Reports
     their means, the AUC of telling paired from unpaired by a smaller distance (unpaired
     distances outnumber paired ones, so no accuracy), and density histograms per pair
     (w2-relatedness-a-b.png); distances that overflow (infinite posterior scales) are left
@@ -43,7 +43,7 @@ def w2_relatedness(ctx: EvalContext, n: int | None = 1000) -> dict:
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
     paired: dict[tuple[str, str], list[Tensor]] = {p: [] for p in pairs}
     unpaired: dict[tuple[str, str], list[Tensor]] = {p: [] for p in pairs}
-    for batch in test_batches(ctx, n, "W2 relatedness"):
+    for batch in test_batches(ctx, n, "W2 relatedness", rows=rows):
         post = {m: model.posterior(m, batch.data[m]) for m in names}
         for a, b in pairs:
             rows = (batch.mask[a] & batch.mask[b]).nonzero().flatten()

@@ -9,7 +9,8 @@
    are predicted related; precision, recall and F1 against the truth.
 4. Baseline: a siamese network (`labelprop.siamese`) trained on S_r, thresholded on S_m
    the same way, scored on F_m the same way.
-5. Retrain on S_r plus the F_m tuples g accepted, run `propagated/`; evaluate both runs.
+5. Retrain on S_r plus the F_m tuples g accepted, run `propagated/`; evaluate both runs
+   (latent-accuracy probes fitted on the full data, `EVAL_OPTIONS`).
 
 Every stage writes its artefact into the output directory and is skipped when it exists,
 so an interrupted call resumes; report.md, report.html, results.json and histograms.
@@ -42,6 +43,9 @@ from mmdgm.train.runlock import holding
 from mmdgm.train.trainer import CHECKPOINT, FINAL
 
 log = logging.getLogger("mmdgm.labelprop")
+# Both runs' latent-accuracy probes are fitted on the full data with every row's true label:
+# their own train rows differ, and an accepted re-paired tuple carries its first modality's label.
+EVAL_OPTIONS = {"latent_accuracy": {"fit_pairs": "all"}}
 
 
 @dataclass
@@ -235,10 +239,12 @@ def run_pipeline(plan: Plan, out: Path) -> dict:
     siamese_result, _ = judged(siamese_scores(plan, out, data, splits), truth)
     rows = {n: torch.cat([splits["S_r"], splits["F_m"][m][accepted]]) for m, n in enumerate(names)}
     propagated = trained(plan, out, "propagated", rows)
+    options = {m: o for m, o in EVAL_OPTIONS.items() if m in plan.metrics}
     evaluation = {}
     for name, run_dir in (("pretrain", pretrain), ("propagated", propagated)):
-        missing = to_compute(run_dir, plan.metrics)
-        evaluation[name] = evaluate_run(run_dir, missing, train_classifiers=True) if missing else read_eval(run_dir)
+        missing = to_compute(run_dir, plan.metrics, options)
+        evaluation[name] = evaluate_run(run_dir, missing, {m: o for m, o in options.items() if m in missing},
+                                        train_classifiers=True) if missing else read_eval(run_dir)
     histogram(pmi["F_m"][truth], pmi["F_m"][~truth], pmi_result["S_m"]["threshold"], out / "pmi-f_m.png",
               "PMI on F_m (threshold from S_m)")
     histogram(pmi["S_m_related"], pmi["S_m_unrelated"], pmi_result["S_m"]["threshold"], out / "pmi-s_m.png",

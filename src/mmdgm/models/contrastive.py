@@ -65,7 +65,9 @@ NEGATIVES = ("anchored", "repaired")
 class ContrastiveObjective:
     """Mixin that replaces a model's `forward` with the contrastive loss (module docstring);
     every other verb is the wrapped model's. Metrics add "objective" (term 1's mean before
-    gamma), "negative_bound" (mean bound of the negatives) and "contrastive_term"."""
+    gamma), "negative_bound" (mean bound of the negatives), "contrastive_term" and
+    "contrastive_loss" (eq. 3's L_C, gamma = 1: contrastive_term - objective; "loss" is
+    eq. 4's, with gamma)."""
 
     def __init__(self, *args, contrastive: dict[str, Any] | None = None, **kwargs) -> None:
         """`contrastive`: estimator ("iwae" | "cubo"), gamma (>= 1), n_negatives (N), K
@@ -128,6 +130,7 @@ class ContrastiveObjective:
             loss=float(loss.detach()),
             objective=float(out.per_point.detach().mean()),
             contrastive_term=float(term.detach().mean()),
+            contrastive_loss=float((term - out.per_point).detach().mean()),
         )
         if bounds is not None:
             metrics["negative_bound"] = float(bounds.detach().mean())
