@@ -9,7 +9,7 @@ from torch import nn
 from mmdgm.data import MultimodalDataset
 from mmdgm.data.pairing import match_by_class
 from mmdgm.evaluate import METRICS, EvalContext
-from mmdgm.evaluate.common import sampled_rows
+from mmdgm.data.sampling import sampled_rows
 
 
 def test_sampled_rows_are_a_seeded_sample_without_replacement():
@@ -22,7 +22,7 @@ def test_sampled_rows_are_a_seeded_sample_without_replacement():
         assert torch.equal(sampled_rows(1000, n, 7, "random", "metric"), torch.arange(1000))
     with pytest.raises(ValueError, match="metric: rows must be one of"):
         sampled_rows(1000, 200, 7, "last", "metric")
-    with pytest.raises(ValueError, match="metric: no test rows"):
+    with pytest.raises(ValueError, match="metric: no rows"):
         sampled_rows(1000, 0, 7, "random", "metric")
 
 

@@ -81,3 +81,20 @@ def test_a_test_loss_far_above_its_best_is_warned_about_each_epoch(tmp_path, cap
     assert len(warnings) == 1 and "best -50 (step 3) -> last 100" in warnings[0]
     assert loss_rise([(1, -50.0), (2, -15.0)]) is None and loss_rise([(1, -50.0), (2, -14.9)]) is not None
     assert loss_rise([]) is None
+
+
+def test_test_metrics_take_seeded_rows_across_the_class_grouped_test_set(tmp_path):
+    """Pairings store their rows grouped by class: the test loss's `eval_batches` batches
+    are drawn at random with the run's seed (the same rows at every evaluation), not the
+    first rows, which hold the first digits only."""
+    trainer = run.make_trainer(config("train.eval_batches=1", "train.batch_size=16"), tmp_path / "run")
+    trainer.test_set = trainer.test_set.subset(trainer.test_set.labels.argsort(stable=True))
+    labels = trainer.test_set.labels
+    assert len(labels) > 16 and len(labels[:16].unique()) <= 2
+    seen = []
+    forward = trainer.model.forward
+    trainer.model.forward = lambda batch: seen.append(batch.labels.clone()) or forward(batch)
+    first = trainer.test_metrics()
+    assert trainer.test_metrics() == first
+    assert len(seen) == 2 and seen[0].numel() == 16 and torch.equal(seen[0], seen[1])
+    assert len(seen[0].unique()) > len(labels[:16].unique())

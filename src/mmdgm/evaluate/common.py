@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from mmdgm.batch import Batch
 from mmdgm.data import MultimodalDataset
+from mmdgm.data.sampling import sampled_rows
 from mmdgm.evaluate.context import EvalContext
 
 
@@ -55,23 +56,6 @@ def on_device(module: nn.Module, device: str | torch.device) -> Iterator[nn.Modu
         yield module
     finally:
         module.to(home)
-
-
-ROW_CHOICES = ("random", "first")
-
-
-def sampled_rows(size: int, n: int | None, seed: int, rows: str, desc: str) -> Tensor:
-    """Ascending indices of `n` of `size` rows (all when None). `rows`: "random", drawn
-    without replacement with `seed` (paired test sets are stored grouped by class, so
-    their first rows can all be one digit); "first", the first n as stored."""
-    if rows not in ROW_CHOICES:
-        raise ValueError(f"{desc}: rows must be one of {ROW_CHOICES}, got {rows!r}")
-    total = size if n is None else min(int(n), size)
-    if total < 1:
-        raise ValueError(f"{desc}: no test rows to evaluate (n={n}, {size} rows to choose from)")
-    if rows == "first" or total == size:
-        return torch.arange(total)
-    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:total].sort().values
 
 
 def test_rows(ctx: EvalContext, n: int | None, desc: str, rows: str = "random") -> Tensor:

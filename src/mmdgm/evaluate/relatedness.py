@@ -27,7 +27,8 @@ from torch import Tensor
 
 from mmdgm.batch import Batch
 from mmdgm.data import MultimodalDataset
-from mmdgm.evaluate.common import module_device, row_batches, sampled_rows, seeded
+from mmdgm.data.sampling import sampled_rows
+from mmdgm.evaluate.common import module_device, row_batches, seeded
 from mmdgm.evaluate.context import EvalContext
 from mmdgm.evaluate.likelihood import check_samples, unit_llik_scales
 from mmdgm.evaluate.registry import METRICS

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from mmdgm.config import Config, ConfigError, TrainConfig, to_dict
 from mmdgm.data import MultimodalDataset
+from mmdgm.data.sampling import sampled_rows
 from mmdgm.models.base import MultimodalVAE
 from mmdgm.seeds import derived_seed
 from mmdgm.train.checkpoint import (
@@ -418,20 +419,21 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Mean metrics over the first `eval_batches` test batches (forked RNG)."""
+        """Mean metrics over `eval_batches` test batches (`test_metrics`; forked RNG)."""
         with self.averaged():
             return self.test_metrics()
 
     def test_metrics(self) -> dict[str, float]:
-        """Mean metrics of the model as it is (see `evaluate`)."""
+        """Mean metrics of the model as it is (see `evaluate`), over `eval_batches` batches of
+        test rows drawn with the run's seed (pairings are grouped by class), the same each time."""
         self.model.eval()
         bs = self.cfg.batch_size
         totals: dict[str, float] = {}
         n = min(self.cfg.eval_batches, math.ceil(len(self.test_set) / bs))
+        chosen = sampled_rows(len(self.test_set), n * bs, self.cfg.seed, "random", "test metrics")
         with torch.random.fork_rng():
             torch.manual_seed(self.cfg.seed)
-            for i in range(n):
-                rows = torch.arange(i * bs, min((i + 1) * bs, len(self.test_set)))
+            for rows in chosen.split(bs):
                 out = self.model(self.to_device(self.test_set.batch(rows)))
                 for k, v in out.metrics.items():
                     totals[k] = totals.get(k, 0.0) + v / n
