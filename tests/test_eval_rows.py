@@ -8,13 +8,16 @@ from torch import nn
 
 from mmdgm.data import MultimodalDataset
 from mmdgm.data.pairing import match_by_class
-from mmdgm.evaluate import METRICS, EvalContext
 from mmdgm.data.sampling import sampled_rows
+from mmdgm.evaluate import METRICS, EvalContext
+from tests.test_eval_fast import small_model
+from tests.test_eval_likelihood import context as likelihood_context
+from tests.test_eval_likelihood import linear_gaussian
 
 
 def test_sampled_rows_are_a_seeded_sample_without_replacement():
     rows = sampled_rows(1000, 200, 7, "random", "metric")
-    assert len(rows) == 200 and len(rows.unique()) == 200 and bool((rows[1:] > rows[:-1]).all())
+    assert len(rows) == 200 and len(rows.unique()) == 200 and 0 <= int(rows.min()) and int(rows.max()) < 1000
     assert torch.equal(rows, sampled_rows(1000, 200, 7, "random", "metric"))
     assert not torch.equal(rows, sampled_rows(1000, 200, 8, "random", "metric"))
     assert torch.equal(sampled_rows(1000, 200, 7, "first", "metric"), torch.arange(200))
@@ -54,3 +57,52 @@ def test_a_class_sorted_test_set_is_sampled_across_classes(tmp_path):
     sampled = error(ctx, n=400)["error"]
     assert abs(sampled - 0.9) < 4 * (0.9 * 0.1 / 400) ** 0.5
     assert error(ctx)["error"] == pytest.approx(0.9)
+
+
+def test_the_likelihood_is_of_the_sampled_rows_exactly():
+    """On the exact linear-Gaussian MMVAE, the joint log-likelihood over n=5 rows equals the
+    closed form averaged over `sampled_rows`' five rows, not over the first five."""
+    model, data, exact = linear_gaussian(40)
+    chosen = sampled_rows(40, 5, 0, "random", "test")
+    assert not torch.equal(chosen.sort().values, torch.arange(5))
+    out = METRICS.get("joint_log_likelihood")(likelihood_context(model, data), K=2000, chunk=500, n=5)
+    assert out["n"] == 5 and abs(out["log p(u,v)"] - float(exact["u,v"][chosen].mean())) < 0.02
+    assert abs(float(exact["u,v"][chosen].mean()) - float(exact["u,v"][:5].mean())) > 0.1
+    first = METRICS.get("joint_log_likelihood")(likelihood_context(model, data), K=2000, chunk=500, n=5, rows="first")
+    assert abs(first["log p(u,v)"] - float(exact["u,v"][:5].mean())) < 0.02
+
+
+ROW_METRICS = {
+    "joint_log_likelihood": ("mmvae", {"K": 2}),
+    "conditional_log_likelihoods": ("mmvae", {"K": 2}),
+    "latent_kl": ("mmvae", {"mc_samples": 2}),
+    "posterior_collapse": ("mmvae", {"mc_samples": 2}),
+    "w2_relatedness": ("mmvae", {}),
+    "missing_rmse": ("mmvae", {"observed": ["a"]}),
+    "meme_directional_likelihood": ("meme", {"K": 2}),
+    "latent_traversals": ("mmvae", {}),
+}
+
+
+@pytest.mark.parametrize("metric", sorted(ROW_METRICS))
+def test_every_metric_over_n_rows_draws_them_as_rows_says(metric, tmp_path, monkeypatch):
+    """Each metric with a `rows` option hands it to the row sampler, with its `n`."""
+    from mmdgm.evaluate import common, latent_structure, relatedness
+
+    asked = []
+
+    def recording(size, n, seed, rows, desc):
+        asked.append((n, rows))
+        return sampled_rows(size, n, seed, rows, desc)
+
+    for module in (common, latent_structure, relatedness):
+        monkeypatch.setattr(module, "sampled_rows", recording)
+    name, options = ROW_METRICS[metric]
+    g = torch.Generator().manual_seed(0)
+    test = MultimodalDataset({m: torch.randn(30, 5, generator=g) for m in "ab"}, torch.arange(30) % 10, name="vectors")
+    ctx = EvalContext(model=small_model(name), test_set=test, out_dir=tmp_path, batch_size=8, seed=1, progress=False)
+    size = "examples" if metric == "latent_traversals" else "n"
+    for rows in ("first", "random"):
+        METRICS.get(metric)(ctx, **options, **{size: 6}, rows=rows)
+        assert asked and all(a == (6, rows) for a in asked), asked
+        asked.clear()

@@ -14,7 +14,7 @@ from mmdgm import cli, run
 from mmdgm.config import load_config
 from mmdgm.evaluate.runner import evaluate_run
 from mmdgm.labelprop import Plan, label_propagation
-from mmdgm.labelprop.pipeline import prf
+from mmdgm.labelprop.pipeline import current_results, prf
 from mmdgm.labelprop.siamese import pair_loss
 
 TINY = ["data.options.n_train=150", "data.options.n_test=60", "train.epochs=1", "train.batch_size=32",
@@ -68,10 +68,13 @@ def test_evaluations_of_an_older_probe_are_redone(propagated, tmp_path):
     held["_options"]["latent_accuracy"].pop("fit_pairs")
     eval_file.write_text(json.dumps(held))
     stamp = (copy / "pretrain" / "model.pt").stat().st_mtime_ns
+    assert current_results(plan, out) == results
+    assert current_results(plan, copy) is None
     again = label_propagation(plan, copy)
     assert again["runs"]["pretrain"]["latent_accuracy"]["fit_pairs"] == "all"
     assert again["runs"]["pretrain"]["latent_accuracy"] == results["runs"]["pretrain"]["latent_accuracy"]
     assert (copy / "pretrain" / "model.pt").stat().st_mtime_ns == stamp
+    assert current_results(plan, copy) == again
 
 
 def test_second_call_reuses_every_stage(propagated):

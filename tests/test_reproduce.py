@@ -121,7 +121,8 @@ def test_a_metric_is_rescored_when_its_options_change_and_only_then(tmp_path, mo
 def test_a_record_without_a_later_option_reads_as_its_earlier_behaviour(tmp_path):
     """`ADDED_OPTIONS`: a result recorded before latent_accuracy had `fit_pairs` was fitted on
     the observed pairs (today's default): reused; one recorded before `rows` existed took
-    the first n test rows (today's default draws them at random): rescored."""
+    the first n test rows (today's default draws them at random): rescored, unless it took
+    every row (n null)."""
     from mmdgm.evaluate.runner import resolved_options, store_result, to_compute
 
     for name in ("latent_accuracy", "joint_log_likelihood"):
@@ -133,6 +134,11 @@ def test_a_record_without_a_later_option_reads_as_its_earlier_behaviour(tmp_path
     assert to_compute(tmp_path, ["latent_accuracy"], {"latent_accuracy": {"fit_pairs": "all"}}) == ["latent_accuracy"]
     assert to_compute(tmp_path, ["joint_log_likelihood"], {"joint_log_likelihood": {"n": 16}}) == ["joint_log_likelihood"]
     assert to_compute(tmp_path, ["joint_log_likelihood"], {"joint_log_likelihood": {"n": 16, "rows": "first"}}) == []
+    every = resolved_options("joint_log_likelihood")
+    every.pop("rows")
+    store_result(tmp_path, "joint_log_likelihood", {"x": 2.0}, every)
+    assert to_compute(tmp_path, ["joint_log_likelihood"]) == []
+    assert to_compute(tmp_path, ["joint_log_likelihood"], {"joint_log_likelihood": {"n": 16}}) == ["joint_log_likelihood"]
 
 
 def test_explicit_default_options_equal_options_left_out():

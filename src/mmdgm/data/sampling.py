@@ -9,9 +9,10 @@ ROW_CHOICES = ("random", "first")
 
 
 def sampled_rows(size: int, n: int | None, seed: int, rows: str, desc: str) -> Tensor:
-    """Ascending indices of `n` of `size` rows (all when None). `rows`: "random", drawn
-    without replacement with `seed` (paired test sets are stored grouped by class, so
-    their first rows can all be one digit); "first", the first n as stored."""
+    """Indices of `n` of `size` rows (all when None, in order). `rows`: "random", drawn
+    without replacement with `seed`, in the drawn order, so that consecutive batches mix
+    classes (paired test sets are stored grouped by class: their first rows can all be one
+    digit); "first", the first n as stored."""
     if rows not in ROW_CHOICES:
         raise ValueError(f"{desc}: rows must be one of {ROW_CHOICES}, got {rows!r}")
     total = size if n is None else min(int(n), size)
@@ -19,4 +20,4 @@ def sampled_rows(size: int, n: int | None, seed: int, rows: str, desc: str) -> T
         raise ValueError(f"{desc}: no rows to evaluate (n={n}, {size} rows to choose from)")
     if rows == "first" or total == size:
         return torch.arange(total)
-    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:total].sort().values
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:total]

@@ -11,6 +11,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from mmdgm.data.sampling import sampled_rows
 from mmdgm.distributions import Distribution, Laplace, Normal
 from mmdgm.evaluate.common import module_device, seeded, test_batches
 from mmdgm.evaluate.context import EvalContext
@@ -42,10 +43,12 @@ def traversal_latents(mu: Tensor, sigma0: Tensor, steps: int, span: float) -> Te
 
 @METRICS.register("latent_traversals")
 @torch.no_grad()
-def latent_traversals(ctx: EvalContext, examples: int = 2, steps: int = 11, span: float = 5.0) -> dict:
-    """MMVAE Fig. 5 (§4.2): encode `examples` test rows per source modality (of those the
-    model can condition on) to the mean
-    mu of q(z | x_m), move each dimension d over (mu_d - span sigma0_d, mu_d + span sigma0_d)
+def latent_traversals(
+    ctx: EvalContext, examples: int = 2, steps: int = 11, span: float = 5.0, rows: str = "random"
+) -> dict:
+    """MMVAE Fig. 5 (§4.2): encode `examples` test rows observing each source modality (of
+    those the model can condition on; chosen by `rows`, `data.sampling.sampled_rows`) to
+    the mean mu of q(z | x_m), move each dimension d over (mu_d - span sigma0_d, mu_d + span sigma0_d)
     in `steps` linear steps, sigma0 the standard deviation of the learnt prior (as in the
     official code), and decode every modality's mean.
 
@@ -63,10 +66,11 @@ def latent_traversals(ctx: EvalContext, examples: int = 2, steps: int = 11, span
     images = image_modalities(model)
     figures, sensitivity = [], {}
     for source in inference_modalities(model):
-        rows = torch.nonzero(ctx.test_set.mask[source]).flatten()[:examples]
-        if rows.numel() == 0:
+        observing = torch.nonzero(ctx.test_set.mask[source]).flatten()
+        if observing.numel() == 0:
             raise ValueError(f"latent_traversals: no test row observes {source!r}")
-        batch = ctx.test_set.batch(rows).to(device)
+        chosen = observing[sampled_rows(len(observing), examples, ctx.seed, rows, "latent_traversals")]
+        batch = ctx.test_set.batch(chosen).to(device)
         z = traversal_latents(model.posterior(source, batch.data[source]).mean, sigma0, steps, span)
         decoded = {t: d.mean for t, d in model.decode(z).items()}
         sensitivity[source] = {
@@ -220,8 +224,8 @@ def posterior_collapse(
     with seeded(ctx.seed, module_device(model)):
         for batch in test_batches(ctx, n, "posterior collapse", rows=rows):
             seen += batch.size
-            for name, (q, p, rows) in model.latent_kl_pairs(batch).items():
-                kls.setdefault(name, []).append(kl_per_dim(q, p, mc_samples)[rows].double().cpu())
+            for name, (q, p, kept) in model.latent_kl_pairs(batch).items():
+                kls.setdefault(name, []).append(kl_per_dim(q, p, mc_samples)[kept].double().cpu())
     thresholds = torch.linspace(0, max_threshold, steps, dtype=torch.float64)
     empty = [name for name, v in kls.items() if not sum(len(x) for x in v)]
     if empty:

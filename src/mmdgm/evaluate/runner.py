@@ -43,6 +43,16 @@ OPTIONS_KEY = "_options"
 ADDED_OPTIONS = {"rows": "first", "fit_pairs": "observed"}
 
 
+def same_computation(recorded: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether a result recorded with options `recorded` is what `wanted` computes: an
+    option the record lacks reads as its `ADDED_OPTIONS` value, and `rows` does not
+    matter where `n` is null (every row)."""
+    recorded = {**{k: v for k, v in ADDED_OPTIONS.items() if k in wanted}, **recorded}
+    if wanted.get("n", 0) is None and recorded.get("n", 0) is None:
+        recorded, wanted = ({k: v for k, v in o.items() if k != "rows"} for o in (recorded, wanted))
+    return recorded == wanted
+
+
 def read_eval_file(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / EVAL_FILE
     if not path.exists():
@@ -80,9 +90,8 @@ def resolved_options(name: str, options: dict[str, Any] | None = None) -> dict[s
 
 def to_compute(run_dir: Path, metrics: list[str], options: dict[str, dict[str, Any]] | None = None) -> list[str]:
     """The `metrics` that eval.json lacks or holds computed with other options than
-    `options[metric]` (defaults filled in; an option the record lacks is read as its
-    `ADDED_OPTIONS` value). A result written before options were recorded is reused, with
-    a warning: nothing says how it was computed."""
+    `options[metric]` (defaults filled in; `same_computation`). A result written before
+    options were recorded is reused, with a warning: nothing says how it was computed."""
     stored = read_eval_file(run_dir)
     recorded = stored.get(OPTIONS_KEY, {})
     out = []
@@ -92,11 +101,8 @@ def to_compute(run_dir: Path, metrics: list[str], options: dict[str, dict[str, A
         elif name not in recorded:
             log.warning("%s: %s predates the record of metric options; reused as is (delete it to re-score)",
                         Path(run_dir) / EVAL_FILE, name)
-        else:
-            wanted = resolved_options(name, (options or {}).get(name))
-            added = {k: v for k, v in ADDED_OPTIONS.items() if k in wanted}
-            if {**added, **recorded[name]} != wanted:
-                out.append(name)
+        elif not same_computation(recorded[name], resolved_options(name, (options or {}).get(name))):
+            out.append(name)
     return out
 
 

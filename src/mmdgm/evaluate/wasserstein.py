@@ -46,12 +46,12 @@ def w2_relatedness(ctx: EvalContext, n: int | None = 1000, rows: str = "random")
     for batch in test_batches(ctx, n, "W2 relatedness", rows=rows):
         post = {m: model.posterior(m, batch.data[m]) for m in names}
         for a, b in pairs:
-            rows = (batch.mask[a] & batch.mask[b]).nonzero().flatten()
-            if len(rows) < 2:
+            both = (batch.mask[a] & batch.mask[b]).nonzero().flatten()
+            if len(both) < 2:
                 continue
             qa, qb = post[a], post[b]
-            d = w2_diagonal(qa.loc[rows, None], qa.scale[rows, None], qb.loc[None, rows], qb.scale[None, rows])
-            off = ~torch.eye(len(rows), dtype=torch.bool, device=d.device)
+            d = w2_diagonal(qa.loc[both, None], qa.scale[both, None], qb.loc[None, both], qb.scale[None, both])
+            off = ~torch.eye(len(both), dtype=torch.bool, device=d.device)
             paired[(a, b)].append(d.diagonal().cpu())
             unpaired[(a, b)].append(d[off].cpu())
     out: dict = {"n": 0, "figures": []}

@@ -214,6 +214,22 @@ def claim(out: Path, plan: Plan) -> None:
     atomic_write_text(out / PLAN, json.dumps(wanted, indent=2) + "\n")
 
 
+def eval_options(plan: Plan) -> dict[str, dict[str, Any]]:
+    """`EVAL_OPTIONS` of the plan's metrics."""
+    return {m: o for m, o in EVAL_OPTIONS.items() if m in plan.metrics}
+
+
+def current_results(plan: Plan, out: Path) -> dict | None:
+    """results.json of the finished pipeline of `plan` in `out` when no evaluation of its runs
+    needs redoing (`to_compute`), else None; a ValueError if `out` holds another plan."""
+    if not (out / "results.json").exists():
+        return None
+    claim(out, plan)
+    if any(to_compute(out / name, plan.metrics, eval_options(plan)) for name in ("pretrain", "propagated")):
+        return None
+    return json.loads((out / "results.json").read_text())
+
+
 def label_propagation(plan: Plan, out: Path) -> dict:
     """Run the pipeline (module docstring) into `out`, holding its lock (`OUT/train.lock`,
     `mmdgm.train.runlock`: one process per pipeline); returns results.json's content."""
@@ -239,7 +255,7 @@ def run_pipeline(plan: Plan, out: Path) -> dict:
     siamese_result, _ = judged(siamese_scores(plan, out, data, splits), truth)
     rows = {n: torch.cat([splits["S_r"], splits["F_m"][m][accepted]]) for m, n in enumerate(names)}
     propagated = trained(plan, out, "propagated", rows)
-    options = {m: o for m, o in EVAL_OPTIONS.items() if m in plan.metrics}
+    options = eval_options(plan)
     evaluation = {}
     for name, run_dir in (("pretrain", pretrain), ("propagated", propagated)):
         missing = to_compute(run_dir, plan.metrics, options)

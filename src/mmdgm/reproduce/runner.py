@@ -49,10 +49,11 @@ def run_dir_of(out: Path, experiment: Experiment, scale: str, row: Row, seed: in
 
 
 def ensure_propagated(experiment: Experiment, row: Row, scale: str, seed: int, run_dir: Path) -> dict[str, Any]:
-    """results.json of the row's label-propagation pipeline (each stage reused when done, the
-    runs' evaluations brought up to date; a ValueError if `run_dir` holds a pipeline of
-    another plan)."""
+    """results.json of the row's label-propagation pipeline: read when finished and current
+    (`current_results`), else run (each stage reused when done, the runs' evaluations
+    brought up to date); a ValueError if `run_dir` holds a pipeline of another plan."""
     from mmdgm.labelprop import Plan, label_propagation
+    from mmdgm.labelprop.pipeline import current_results
 
     sources = [experiment.column_for(row, c) for c in experiment.columns]
     metrics = sorted({c.propagation_path.split("/")[-1] for c in sources
@@ -60,7 +61,8 @@ def ensure_propagated(experiment: Experiment, row: Row, scale: str, seed: int, r
     plan = Plan(config=row.config, related_fraction=row.propagation, seed=seed,
                 overrides=[*experiment.scales[scale].overrides_for(row.config), *row.overrides], metrics=metrics,
                 **experiment.scales[scale].metric_options.get("label_propagation", {}))
-    return label_propagation(plan, run_dir)
+    held = current_results(plan, run_dir)
+    return held if held is not None else label_propagation(plan, run_dir)
 
 
 def nested(node: Any, parts: list[str]) -> Any:
