@@ -85,6 +85,24 @@ def test_second_call_reuses_every_stage(propagated):
     assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
 
 
+def test_a_run_killed_before_its_first_checkpoint_is_trained_again(propagated, tmp_path):
+    """A stage run that holds its config and first log lines but no checkpoint (killed in its
+    first epoch) is resumed from step 0, not refused as a directory holding a run."""
+    plan, out, results = propagated
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    stage = copy / "propagated"
+    lines = (stage / "metrics.jsonl").read_text().splitlines()
+    for name in ("checkpoint.pt", "model.pt", "eval.json", "timing.jsonl"):
+        (stage / name).unlink(missing_ok=True)
+    (stage / "metrics.jsonl").write_text(lines[0] + "\n")
+    (copy / "results.json").unlink()
+    again = label_propagation(plan, copy)
+    assert (stage / "model.pt").exists()
+    assert (stage / "metrics.jsonl").read_text().splitlines() == lines
+    assert again["relatedness"] == results["relatedness"]
+
+
 def test_relatedness_metric_on_a_trained_run(propagated):
     _, out, _ = propagated
     result = evaluate_run(out / "pretrain", ["relatedness"], {"relatedness": {"K": 3, "n": 40}}, progress=False)

@@ -108,11 +108,11 @@ def make_splits(train_set: MultimodalDataset, plan: Plan) -> dict[str, Tensor]:
 
 def trained(plan: Plan, out: Path, name: str, rows: dict[str, Tensor]) -> Path:
     """The run `out/name` trained on the tuples `rows` (reused when finished, resumed when
-    interrupted)."""
+    interrupted, also before its first checkpoint: `Trainer.resume` starts it again)."""
     run_dir = out / name
     if (run_dir / FINAL).exists():
         return run_dir
-    if (run_dir / CHECKPOINT).exists():
+    if (run_dir / CHECKPOINT).exists() or (run_dir / "config.yaml").exists():
         return run.resume(run_dir)
     rows_file = out / f"{name}-rows.pt"
     save(rows_file, rows)
