@@ -111,6 +111,24 @@ def test_relatedness_metric_on_a_trained_run(propagated):
     assert (out / "pretrain" / "eval" / "relatedness.png").exists()
 
 
+def test_a_probe_on_the_full_data_does_not_read_the_runs_train_rows(propagated, tmp_path, monkeypatch):
+    """latent_accuracy with fit_pairs="all" evaluates a re-paired run whose train_rows file
+    is gone; with "observed" it names the missing file."""
+    _, out, _ = propagated
+    copy = tmp_path / "propagated"
+    shutil.copytree(out / "propagated", copy)
+
+    def gone(path):
+        raise FileNotFoundError(f"data.train_rows: {path} does not exist")
+
+    monkeypatch.setattr(run, "read_rows", gone)
+    result = evaluate_run(copy, ["latent_accuracy"], {"latent_accuracy": {"fit_pairs": "all", "n_train": 50}},
+                          progress=False)
+    assert result["latent_accuracy"]["fit_pairs"] == "all" and result["latent_accuracy"]["n_train"] == 50
+    with pytest.raises(FileNotFoundError, match="data.train_rows"):
+        evaluate_run(copy, ["latent_accuracy"], {"latent_accuracy": {"n_train": 50}}, progress=False)
+
+
 def test_prf_against_sklearn():
     g = torch.Generator().manual_seed(0)
     predicted, truth = torch.rand(200, generator=g) > 0.4, torch.rand(200, generator=g) > 0.5

@@ -88,6 +88,13 @@ def resolved_options(name: str, options: dict[str, Any] | None = None) -> dict[s
     return json.loads(json.dumps({**defaults, **(options or {})}))
 
 
+def needs_run_train_set(names: list[str], options: dict[str, dict[str, Any]]) -> bool:
+    """Whether any metric in `names` fits on the run's own train rows: those in
+    `NEEDS_TRAIN_SET`, save any fitted on the full data (`fit_pairs="all"`)."""
+    return any(name in NEEDS_TRAIN_SET and resolved_options(name, options.get(name)).get("fit_pairs") != "all"
+               for name in names)
+
+
 def to_compute(run_dir: Path, metrics: list[str], options: dict[str, dict[str, Any]] | None = None) -> list[str]:
     """The `metrics` that eval.json lacks or holds computed with other options than
     `options[metric]` (defaults filled in; `same_computation`). A result written before
@@ -168,7 +175,7 @@ def evaluate_run(
     ctx = EvalContext(
         model=model,
         test_set=test_set,
-        train_set=load_dataset(config, "train") if NEEDS_TRAIN_SET & set(names) else None,
+        train_set=load_dataset(config, "train") if needs_run_train_set(names, options) else None,
         full_train=functools.cache(lambda: load_dataset(config, "train", full=True)),
         classifiers=classifiers,
         out_dir=out / "eval",
