@@ -180,6 +180,28 @@ def test_a_directory_holding_another_plan_is_refused(propagated, tmp_path):
         claim(legacy, dataclasses.replace(plan, K=7))
 
 
+def test_a_plan_with_other_metrics_reuses_every_stage_and_adds_them(propagated, tmp_path):
+    """Metrics are evaluation, not training: a plan that adds one reuses splits, scores and
+    both runs, evaluates the new metric on both, and rewrites results.json with it."""
+    import dataclasses
+
+    plan, out, results = propagated
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    stamps = {p: p.stat().st_mtime_ns for p in [*copy.glob("*.pt"), copy / "pretrain" / "model.pt",
+                                                 copy / "propagated" / "model.pt"]}
+    wider = dataclasses.replace(plan, metrics=[*plan.metrics, "latent_kl"])
+    assert current_results(wider, copy) is None
+    again = label_propagation(wider, copy)
+    assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
+    assert again["relatedness"] == results["relatedness"] and again["plan"]["metrics"] == wider.metrics
+    for name in ("pretrain", "propagated"):
+        assert again["runs"][name]["latent_accuracy"] == results["runs"][name]["latent_accuracy"]
+        assert "latent_kl" in again["runs"][name]
+    assert current_results(wider, copy) == again
+    assert json.loads((copy / "plan.json").read_text())["metrics"] == wider.metrics
+
+
 def test_a_plan_recorded_before_a_field_existed_reads_it_as_its_default(tmp_path):
     """plan.json written before `llik_scales` existed is the "unit" plan it ran; a
     "trained" plan is another one, and an unknown value is refused."""

@@ -13,7 +13,8 @@
    (latent-accuracy probes fitted on the full data, `EVAL_OPTIONS`).
 
 Every stage writes its artefact into the output directory and is skipped when it exists,
-so an interrupted call resumes; report.md, report.html, results.json and histograms.
+so an interrupted call resumes, and a call with other `metrics` only evaluates what is
+missing; report.md, report.html, results.json and histograms.
 """
 
 from __future__ import annotations
@@ -199,15 +200,16 @@ def with_defaults(held: dict | None) -> dict | None:
 def claim(out: Path, plan: Plan) -> None:
     """Record `plan` in `out`, or raise a ValueError if `out` holds a pipeline of another
     plan (its plan.json, or the plan inside the results.json of a directory from before
-    plan.json), so that no stage of one plan is reused for another."""
+    plan.json), so that no stage of one plan is reused for another. `metrics` (what the
+    runs are evaluated on) may differ: every stage is reused and the missing metrics added."""
     wanted = json.loads(json.dumps(dataclasses.asdict(plan)))
     for name in (PLAN, "results.json"):
         path = out / name
         if path.exists():
             held = json.loads(path.read_text())
-            held = with_defaults(held if name == PLAN else held.get("plan"))
-            if held != wanted:
-                diff = sorted(k for k in set(held or {}) | set(wanted) if (held or {}).get(k) != wanted.get(k))
+            held = with_defaults(held if name == PLAN else held.get("plan")) or {}
+            diff = sorted(k for k in set(held) | set(wanted) if k != "metrics" and held.get(k) != wanted.get(k))
+            if diff:
                 raise ValueError(f"{out} holds a label-propagation run of another plan (differs in {diff}); "
                                  "give another output directory")
             break
@@ -220,14 +222,18 @@ def eval_options(plan: Plan) -> dict[str, dict[str, Any]]:
 
 
 def current_results(plan: Plan, out: Path) -> dict | None:
-    """results.json of the finished pipeline of `plan` in `out` when no evaluation of its runs
-    needs redoing (`to_compute`), else None; a ValueError if `out` holds another plan."""
+    """results.json of the finished pipeline of `plan` in `out` when it was written for these
+    metrics and no evaluation of its runs needs redoing (`to_compute`), else None; a
+    ValueError if `out` holds another plan."""
     if not (out / "results.json").exists():
         return None
     claim(out, plan)
+    results = json.loads((out / "results.json").read_text())
+    if (with_defaults(results.get("plan")) or {}).get("metrics") != plan.metrics:
+        return None
     if any(to_compute(out / name, plan.metrics, eval_options(plan)) for name in ("pretrain", "propagated")):
         return None
-    return json.loads((out / "results.json").read_text())
+    return results
 
 
 def label_propagation(plan: Plan, out: Path) -> dict:
