@@ -56,6 +56,23 @@ def test_report_puts_our_mean_and_std_beside_the_papers_number(tmp_path):
     assert "<table>" in page.read_text() and "91.3" in page.read_text()
 
 
+def test_a_table_without_published_numbers_has_no_paper_columns():
+    """Curves-only figures (no typed-in numbers) get one column per measurement, not a
+    column of dashes beside each; a table with numbers keeps ours beside the paper's."""
+    from mmdgm.reproduce.report import CAPTION_UNPUBLISHED, markdown, table
+
+    tiny = EXPERIMENTS.get("tiny-table")
+    bare = dataclasses.replace(tiny, published={})
+    cells = {r.label: {c.label: f"{r.label}/{c.label}" for c in tiny.columns} for r in tiny.rows}
+    header, rows = table(bare, cells)
+    assert header == ["run"] + [c.label for c in tiny.columns]
+    assert rows == [[r.label] + [f"{r.label}/{c.label}" for c in tiny.columns] for r in tiny.rows]
+    assert CAPTION_UNPUBLISHED in markdown(bare, header, rows, [])
+    header, rows = table(tiny, cells)
+    assert header[1:3] == [f"{tiny.columns[0].label} (ours)", f"{tiny.columns[0].label} (paper)"]
+    assert rows[0][1:3] == [f"MMVAE/{tiny.columns[0].label}", "91.3"]
+
+
 def test_finished_runs_are_reused_and_interrupted_ones_resumed(tmp_path):
     experiment = EXPERIMENTS.get("tiny-table")
     row = experiment.rows[0]
@@ -233,9 +250,9 @@ def test_curves_and_label_propagation_rows(tmp_path):
              (line.strip("|").split("|") for line in md.read_text().splitlines() if line.startswith("| p"))}
     results = json.loads((run_dir_of(tmp_path, EXPERIMENTS.get("tiny-curve"), "smoke", EXPERIMENTS.get("tiny-curve").rows[2], 1)
                                         / "results.json").read_text())
-    assert cells["propagated"][4] == fmt(results["relatedness"]["pmi"]["F_m"]["f1"], 0.0, 1)
-    assert cells["propagated"][2] == fmt(100 * results["runs"]["propagated"]["latent_accuracy"]["a"], 0.0, 1)
-    assert cells["plain"][0] != "–" and cells["plain"][4] == "–"
+    assert cells["propagated"][2] == fmt(results["relatedness"]["pmi"]["F_m"]["f1"], 0.0, 1)
+    assert cells["propagated"][1] == fmt(100 * results["runs"]["propagated"]["latent_accuracy"]["a"], 0.0, 1)
+    assert cells["plain"][0] != "–" and cells["plain"][2] == "–"
     assert (md.parent / "curves.png").stat().st_size > 1000 and "curves.png" in page.read_text()
 
 

@@ -150,9 +150,11 @@ register(Experiment(
         for prefix, tag in VARIANTS for n in FIG8_SHARES
     ),
     columns=stage_columns("pretrain") + stage_columns("propagated") + (
+        Column("PMI AUC", "propagation/relatedness", "pmi/F_m/auc"),
         Column("PMI precision", "propagation/relatedness", "pmi/F_m/precision"),
         Column("PMI recall", "propagation/relatedness", "pmi/F_m/recall"),
         Column("PMI F1", "propagation/relatedness", "pmi/F_m/f1"),
+        Column("siamese AUC", "propagation/relatedness", "siamese/F_m/auc"),
         Column("siamese precision", "propagation/relatedness", "siamese/F_m/precision"),
         Column("siamese recall", "propagation/relatedness", "siamese/F_m/recall"),
         Column("siamese F1", "propagation/relatedness", "siamese/F_m/f1"),

@@ -11,11 +11,20 @@ from mmdgm.reproduce.experiment import Experiment
 from mmdgm.train.checkpoint import atomic_write_text
 
 
+CAPTION = "Ours: mean ± standard deviation over seeds; paper: the published number."
+CAPTION_UNPUBLISHED = "Ours: mean ± standard deviation over seeds (the paper gives no numbers here: see the notes)."
+
+
 def published(value: float | None) -> str:
     return "–" if value is None else f"{value:g}"
 
 
 def table(experiment: Experiment, cells: dict[str, dict[str, str]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: our cell beside the paper's number for each column, or ours alone
+    where the paper gives no numbers (`experiment.published` empty: curves only)."""
+    if not experiment.published:
+        return (["run"] + [c.label for c in experiment.columns],
+                [[row.label] + [cells[row.label][c.label] for c in experiment.columns] for row in experiment.rows])
     header = ["run"] + [f"{c.label} {side}" for c in experiment.columns for side in ("(ours)", "(paper)")]
     rows = []
     for row in experiment.rows:
@@ -43,7 +52,7 @@ def facts(
 def markdown(experiment: Experiment, header: list[str], rows: list[list[str]], info: list[tuple[str, str]],
              training: bool = False) -> str:
     lines = [f"# {experiment.title}", ""] + [f"- **{k}**: {v}" for k, v in info]
-    lines += ["", "Ours: mean ± standard deviation over seeds; paper: the published number.", ""]
+    lines += ["", CAPTION if experiment.published else CAPTION_UNPUBLISHED, ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     if experiment.notes:
