@@ -454,6 +454,27 @@ def test_training_curves_average_the_seeds_logs_and_are_drawn(tmp_path):
     assert EXPERIMENTS.get("contrastive-gamma").training_curves == ("objective", "contrastive_term", "contrastive_loss")
 
 
+def test_a_row_keeps_its_colour_in_a_panel_that_lacks_another_row(tmp_path, monkeypatch):
+    """Row "b" logged only `loss`: row "c" is drawn in its own colour in the second panel
+    (not the first free one), and the legend sits where every row's line is."""
+    from mmdgm.reproduce import plots
+
+    runs = {}
+    for label, keys in (("a", ("loss", "term")), ("b", ("loss",)), ("c", ("loss", "term"))):
+        (tmp_path / label).mkdir()
+        records = [{"step": s, "split": "train", **{k: float(s) for k in keys}} for s in (50, 100)]
+        (tmp_path / label / "metrics.jsonl").write_text("\n".join(map(json.dumps, records)) + "\n")
+        runs[label] = [tmp_path / label]
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.append(fig))
+    experiment = dataclasses.replace(EXPERIMENTS.get("tiny-table"), training_curves=("loss", "term"))
+    assert plots.plot_training(experiment, runs, tmp_path / "training.png")
+    first, second = drawn[0].axes
+    colour = [{line.get_label(): line.get_color() for line in ax.get_lines()} for ax in (first, second)]
+    assert colour[0] == {"a": "C0", "b": "C1", "c": "C2"} and colour[1] == {"a": "C0", "c": "C2"}
+    assert first.get_legend() is not None and second.get_legend() is None
+
+
 if "tiny-training" not in EXPERIMENTS:
     register(dataclasses.replace(EXPERIMENTS.get("tiny-table"), name="tiny-training", training_curves=("loss",)))
 

@@ -25,6 +25,21 @@ def save(fig: "Figure", path: Path) -> None:
     atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=100))
 
 
+def colours(labels) -> dict[str, str]:
+    """A colour per label, the same in every panel: matplotlib's colour cycle restarts in
+    each panel, so a panel missing one line would give the next line another's colour."""
+    return {label: f"C{i % 10}" for i, label in enumerate(labels)}
+
+
+def legend(axes) -> None:
+    """The legend on the first panel that shows every line, else on each panel with lines."""
+    shown = [set(ax.get_legend_handles_labels()[1]) for ax in axes]
+    every = set().union(*shown)
+    complete = [ax for ax, labels in zip(axes, shown) if labels == every]
+    for ax in complete[:1] or [ax for ax, labels in zip(axes, shown) if labels]:
+        ax.legend(fontsize=7)
+
+
 def plot_curves(experiment: Experiment, values: dict[str, dict[str, list[float]]], path: Path) -> None:
     """One panel per column: mean ± std over seeds against x, one line per series; a row
     with a series but no x (a baseline, e.g. MMVAE beside cI-MMVAE against gamma) is a
@@ -35,19 +50,22 @@ def plot_curves(experiment: Experiment, values: dict[str, dict[str, list[float]]
     fig = Figure(figsize=(3.2 * len(columns), 3.0))
     axes = fig.subplots(1, len(columns), squeeze=False)[0]
     series = dict.fromkeys(r.series for r in experiment.rows if r.x is not None)
+    baselines = [r for r in experiment.rows if r.series and r.x is None]
+    colour = colours([*series, *(r.label for r in baselines)])
     for ax, c in zip(axes, columns):
         for name in series:
             points = [(r.x, values[r.label][c.label]) for r in experiment.rows if r.series == name and r.x is not None]
             points = [(x, mean_std(v)) for x, v in sorted(points) if v]
             if points:
                 xs = [x for x, _ in points]
-                ax.errorbar(xs, [m for _, (m, _) in points], yerr=[s for _, (_, s) in points], marker="o", capsize=2, label=name)
-        for r in experiment.rows:
-            if r.series and r.x is None and values[r.label][c.label]:
-                ax.axhline(mean_std(values[r.label][c.label])[0], linestyle=":", color="grey", label=r.label)
+                ax.errorbar(xs, [m for _, (m, _) in points], yerr=[s for _, (_, s) in points], marker="o", capsize=2,
+                            label=name, color=colour[name])
+        for r in baselines:
+            if values[r.label][c.label]:
+                ax.axhline(mean_std(values[r.label][c.label])[0], linestyle=":", color=colour[r.label], label=r.label)
         ax.set(title=c.label, xlabel=experiment.x_label)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    legend(axes)
     save(fig, path)
 
 
@@ -86,12 +104,13 @@ def plot_training(experiment: Experiment, runs: dict[str, list[Path]], path: Pat
         return False
     fig = Figure(figsize=(4.0 * len(keys), 3.2))
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    colour = colours(runs)
     for ax, key in zip(axes, keys):
         for label in runs:
             if (key, label) in lines:
-                ax.plot(*lines[key, label], label=label)
+                ax.plot(*lines[key, label], label=label, color=colour[label])
         ax.set(title=key, xlabel="step")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    legend(axes)
     save(fig, path)
     return True
