@@ -454,6 +454,35 @@ def test_training_curves_average_the_seeds_logs_and_are_drawn(tmp_path):
     assert EXPERIMENTS.get("contrastive-gamma").training_curves == ("objective", "contrastive_term", "contrastive_loss")
 
 
+def test_a_reports_run_figures_are_tiled_one_row_each(tmp_path, monkeypatch):
+    """`run_figures` are read from each row's first run's eval/ and drawn, pixel for pixel,
+    one panel row per experiment row that has them; rows without them are left out."""
+    from matplotlib.image import imsave
+
+    from mmdgm.reproduce import plots
+
+    tiny = EXPERIMENTS.get("tiny-table")
+    experiment = dataclasses.replace(tiny, run_figures=("hist.png",))
+    pictures = {}
+    runs = {}
+    for i, row in enumerate(tiny.rows):
+        run_dir = tmp_path / row.label / "seed1"
+        (run_dir / "eval").mkdir(parents=True)
+        runs[row.label] = [run_dir, tmp_path / row.label / "seed2"]
+        if i == 0:
+            pictures[row.label] = torch.rand(20, 30, 3).numpy()
+            imsave(run_dir / "eval" / "hist.png", pictures[row.label])
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.append(fig))
+    assert plots.tile_run_figures(experiment, runs, tmp_path / "figures.png")
+    (ax,) = drawn[0].axes
+    first = tiny.rows[0].label
+    assert ax.get_title() == f"{first} (seed1)"
+    shown = ax.get_images()[0].get_array()
+    assert shown.shape[:2] == (20, 30) and abs(shown[..., :3] - pictures[first]).max() < 1 / 255 + 1e-6
+    assert not plots.tile_run_figures(dataclasses.replace(tiny, run_figures=("absent.png",)), runs, tmp_path / "x.png")
+
+
 def test_a_row_keeps_its_colour_in_a_panel_that_lacks_another_row(tmp_path, monkeypatch):
     """Row "b" logged only `loss`: row "c" is drawn in its own colour in the second panel
     (not the first free one), and the legend sits where every row's line is."""

@@ -100,6 +100,7 @@ class Experiment:
     notes: str = ""
     x_label: str = "data used (%)"  # the x axis of curves.png (rows with `x`)
     training_curves: tuple[str, ...] = ()  # logged training metrics the report plots against the step
+    run_figures: tuple[str, ...] = ()  # evaluation figures (files in a run's eval/) the report tiles, one per row
 
     def __post_init__(self) -> None:
         missing = [s for s in SCALES if s not in self.scales]

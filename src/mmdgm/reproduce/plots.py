@@ -1,5 +1,6 @@
-"""An experiment's figures: its columns against x (curves.png) and its rows' logged
-training metrics against the step (training.png)."""
+"""An experiment's figures: its columns against x (curves.png), its rows' logged
+training metrics against the step (training.png) and its rows' evaluation figures side
+by side (figures.png)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 
 CURVES = "curves.png"
 TRAINING = "training.png"
+FIGURES = "figures.png"
 
 
 def save(fig: "Figure", path: Path) -> None:
@@ -112,5 +114,33 @@ def plot_training(experiment: Experiment, runs: dict[str, list[Path]], path: Pat
         ax.set(title=key, xlabel="step")
         ax.grid(alpha=0.3)
     legend(axes)
+    save(fig, path)
+    return True
+
+
+def tile_run_figures(experiment: Experiment, runs: dict[str, list[Path]], path: Path) -> bool:
+    """One row of panels per experiment row that has run: its first run's evaluation figures
+    `experiment.run_figures` (from the run's eval/), titled with the row and run. Returns
+    whether anything was drawn (nothing: no file)."""
+    from matplotlib.figure import Figure
+    from matplotlib.image import imread
+
+    names = experiment.run_figures
+    found = {(label, name): dirs[0] / "eval" / name for label, dirs in runs.items() for name in names
+             if (dirs[0] / "eval" / name).exists()}
+    labels = [r.label for r in experiment.rows if any((r.label, n) in found for n in names)]
+    if not labels:
+        return False
+    images = {key: imread(file) for key, file in found.items()}
+    width = max(img.shape[1] for img in images.values()) / 100
+    height = max(img.shape[0] for img in images.values()) / 100 + 0.3
+    fig = Figure(figsize=(width * len(names), height * len(labels)))
+    axes = fig.subplots(len(labels), len(names), squeeze=False)
+    for row_axes, label in zip(axes, labels):
+        for ax, name in zip(row_axes, names):
+            ax.set_axis_off()
+            if (label, name) in images:
+                ax.imshow(images[label, name])
+                ax.set_title(f"{label} ({runs[label][0].name})", fontsize=9)
     save(fig, path)
     return True

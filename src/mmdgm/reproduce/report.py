@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mmdgm.reproduce.experiment import Experiment
+from mmdgm.reproduce.plots import CURVES, FIGURES, TRAINING
 from mmdgm.train.checkpoint import atomic_write_text
 
 
@@ -50,7 +51,7 @@ def facts(
 
 
 def markdown(experiment: Experiment, header: list[str], rows: list[list[str]], info: list[tuple[str, str]],
-             training: bool = False) -> str:
+             training: bool = False, figures: bool = False) -> str:
     lines = [f"# {experiment.title}", ""] + [f"- **{k}**: {v}" for k, v in info]
     lines += ["", CAPTION if experiment.published else CAPTION_UNPUBLISHED, ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -58,9 +59,11 @@ def markdown(experiment: Experiment, header: list[str], rows: list[list[str]], i
     if experiment.notes:
         lines += ["", experiment.notes]
     if any(r.x is not None for r in experiment.rows):
-        lines += ["", f"![each column against {experiment.x_label}](curves.png)"]
+        lines += ["", f"![each column against {experiment.x_label}]({CURVES})"]
     if training:
-        lines += ["", f"![{', '.join(experiment.training_curves)} against the training step](training.png)"]
+        lines += ["", f"![{', '.join(experiment.training_curves)} against the training step]({TRAINING})"]
+    if figures:
+        lines += ["", f"![{', '.join(experiment.run_figures)} of each row's first run]({FIGURES})"]
     return "\n".join(lines) + "\n"
 
 
@@ -79,7 +82,7 @@ def html_page(experiment, header, rows, info, runs: dict[str, list[Path]], out_d
     parts.append("</table>")
     if experiment.notes:
         parts.append(f"<p>{esc(experiment.notes)}</p>")
-    for figure in ("curves.png", "training.png"):
+    for figure in (CURVES, TRAINING, FIGURES):
         if (out_dir / figure).exists():
             parts.append(f"<img src='{figure}' style='max-width:100%'>")
     for label, dirs in runs.items():
@@ -110,6 +113,7 @@ def write_reports(
     header, rows = table(experiment, cells)
     info = facts(experiment, scale, seeds, wall, train_wall, list(not_run), list(rises))
     md, page = out_dir / "report.md", out_dir / "report.html"
-    atomic_write_text(md, markdown(experiment, header, rows, info, (out_dir / "training.png").exists()))
+    atomic_write_text(md, markdown(experiment, header, rows, info, (out_dir / TRAINING).exists(),
+                                   (out_dir / FIGURES).exists()))
     atomic_write_text(page, html_page(experiment, header, rows, info, runs, out_dir))
     return md, page

@@ -17,7 +17,7 @@ from mmdgm.config import differences, load_config
 from mmdgm.evaluate.report import fmt, mean_std
 from mmdgm.evaluate.runner import evaluate_run, read_eval, to_compute
 from mmdgm.reproduce.experiment import EXPERIMENTS, Experiment, Row
-from mmdgm.reproduce.plots import CURVES, TRAINING, plot_curves, plot_training
+from mmdgm.reproduce.plots import CURVES, FIGURES, TRAINING, plot_curves, plot_training, tile_run_figures
 from mmdgm.reproduce.report import write_reports
 from mmdgm.train.distributed import World
 from mmdgm.train.divergence import loss_rise, logged_test_losses
@@ -214,5 +214,7 @@ def reproduce(
         plot_curves(experiment, values, report_dir / CURVES)
     if not (experiment.training_curves and plot_training(experiment, runs, report_dir / TRAINING)):
         (report_dir / TRAINING).unlink(missing_ok=True)
+    if not (experiment.run_figures and tile_run_figures(experiment, runs, report_dir / FIGURES)):
+        (report_dir / FIGURES).unlink(missing_ok=True)
     return write_reports(experiment, scale, seeds, cells, runs, report_dir, time.time() - start, train_seconds, not_run,
                          rises)
