@@ -481,6 +481,11 @@ def test_a_reports_run_figures_are_tiled_one_row_each(tmp_path, monkeypatch):
     shown = ax.get_images()[0].get_array()
     assert shown.shape[:2] == (20, 30) and abs(shown[..., :3] - pictures[first]).max() < 1 / 255 + 1e-6
     assert not plots.tile_run_figures(dataclasses.replace(tiny, run_figures=("absent.png",)), runs, tmp_path / "x.png")
+    for row in tiny.rows[1:]:
+        imsave(runs[row.label][0] / "eval" / "hist.png", torch.rand(20, 30, 3).numpy())
+    assert plots.tile_run_figures(experiment, runs, tmp_path / "figures.png", width=1)
+    assert [ax.get_title() for ax in drawn[-1].axes] == [f"{r.label} (seed1)" for r in tiny.rows]
+    assert drawn[-1].axes[0].get_subplotspec().get_geometry()[:2] == (len(tiny.rows), 1)
 
 
 def test_a_row_keeps_its_colour_in_a_panel_that_lacks_another_row(tmp_path, monkeypatch):

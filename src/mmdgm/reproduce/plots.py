@@ -118,10 +118,11 @@ def plot_training(experiment: Experiment, runs: dict[str, list[Path]], path: Pat
     return True
 
 
-def tile_run_figures(experiment: Experiment, runs: dict[str, list[Path]], path: Path) -> bool:
-    """One row of panels per experiment row that has run: its first run's evaluation figures
-    `experiment.run_figures` (from the run's eval/), titled with the row and run. Returns
-    whether anything was drawn (nothing: no file)."""
+def tile_run_figures(experiment: Experiment, runs: dict[str, list[Path]], path: Path, width: int = 3) -> bool:
+    """The evaluation figures `experiment.run_figures` (from each run's eval/) of every
+    experiment row that has run, its first run's, titled with the row and run; the rows
+    side by side, `width` figures to a line. Returns whether anything was drawn (nothing:
+    no file)."""
     from matplotlib.figure import Figure
     from matplotlib.image import imread
 
@@ -132,15 +133,17 @@ def tile_run_figures(experiment: Experiment, runs: dict[str, list[Path]], path: 
     if not labels:
         return False
     images = {key: imread(file) for key, file in found.items()}
-    width = max(img.shape[1] for img in images.values()) / 100
-    height = max(img.shape[0] for img in images.values()) / 100 + 0.3
-    fig = Figure(figsize=(width * len(names), height * len(labels)))
-    axes = fig.subplots(len(labels), len(names), squeeze=False)
-    for row_axes, label in zip(axes, labels):
-        for ax, name in zip(row_axes, names):
-            ax.set_axis_off()
-            if (label, name) in images:
-                ax.imshow(images[label, name])
-                ax.set_title(f"{label} ({runs[label][0].name})", fontsize=9)
+    per_line = min(len(labels), max(1, width // len(names)))
+    lines = -(-len(labels) // per_line)
+    tile_w = max(img.shape[1] for img in images.values()) / 100
+    tile_h = max(img.shape[0] for img in images.values()) / 100 + 0.3
+    fig = Figure(figsize=(tile_w * per_line * len(names), tile_h * lines))
+    axes = fig.subplots(lines, per_line * len(names), squeeze=False).reshape(-1)
+    for ax in axes:
+        ax.set_axis_off()
+    for i, (label, name) in enumerate((label, name) for label in labels for name in names):
+        if (label, name) in images:
+            axes[i].imshow(images[label, name])
+            axes[i].set_title(f"{label} ({runs[label][0].name})", fontsize=9)
     save(fig, path)
     return True
